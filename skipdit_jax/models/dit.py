@@ -1,0 +1,126 @@
+"""DiT and Skip-DiT: one Flax module, `long_skip` switches the U-Net-style long skips.
+
+The forward is exposed in stages so that cached samplers compose them without flags:
+`embed -> run_blocks(0, a) -> run_blocks(a, b) -> ... -> head`. Deep blocks pop the skip
+stack that shallow blocks push, so any split of `[0, depth)` into consecutive ranges gives
+the same result as one full pass.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from skipdit_jax.models.blocks import DiTBlock, FinalLayer, SkipFusion
+from skipdit_jax.models.layers import LabelEmbedder, TimestepEmbedder, dense, sincos_2d
+
+Skips = tuple[jax.Array, ...]
+
+
+class DiT(nn.Module):
+  """Class-conditional diffusion transformer on NHWC inputs.
+
+  x: (N, H, W, C), t: (N,) timesteps in [0, 999], y: (N,) labels -> (N, H, W, C_out),
+  C_out = 2C with a learned sigma (ε first, then the variance interpolation), else C.
+  """
+  input_size: int = 32
+  patch_size: int = 2
+  in_channels: int = 4
+  hidden_size: int = 1152
+  depth: int = 28
+  num_heads: int = 16
+  mlp_ratio: float = 4.0
+  num_classes: int = 1000
+  class_dropout_prob: float = 0.1
+  learn_sigma: bool = True
+  long_skip: bool = False
+  dtype: str = "float32"
+
+  @property
+  def out_channels(self) -> int:
+    return 2 * self.in_channels if self.learn_sigma else self.in_channels
+
+  @property
+  def num_tokens(self) -> int:
+    return (self.input_size // self.patch_size) ** 2
+
+  def setup(self):
+    validate_shape(self)
+    dt = jnp.dtype(self.dtype)
+    self.x_embedder = dense(self.hidden_size, ("patch", "embed"), dtype=dt)
+    self.t_embedder = TimestepEmbedder(self.hidden_size, dt)
+    self.y_embedder = LabelEmbedder(self.num_classes, self.hidden_size,
+                                    self.class_dropout_prob, dt)
+    self.blocks = [DiTBlock(self.hidden_size, self.num_heads, self.mlp_ratio, dt)
+                   for _ in range(self.depth)]
+    if self.long_skip:
+      self.skip_fusions = [SkipFusion(self.hidden_size, dt) for _ in range(self.depth // 2)]
+    self.final_layer = FinalLayer(self.hidden_size,
+                                  self.patch_size ** 2 * self.out_channels, dt)
+
+  def patchify(self, x: jax.Array) -> jax.Array:
+    """(N, H, W, C) -> (N, T, p*p*C), tokens row-major, features ordered (p, p, C)."""
+    n, h, w, c = x.shape
+    p = self.patch_size
+    x = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, (h // p) * (w // p), p * p * c)
+
+  def unpatchify(self, x: jax.Array) -> jax.Array:
+    """(N, T, p*p*C_out) -> (N, H, W, C_out)."""
+    n = x.shape[0]
+    p, g, c = self.patch_size, self.input_size // self.patch_size, self.out_channels
+    x = x.reshape(n, g, g, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, g * p, g * p, c)
+
+  def embed(self, x: jax.Array, t: jax.Array, y: jax.Array, *, train: bool = False,
+            force_drop_ids: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Tokens h (N, T, D) with positions added, and the conditioning c (N, D)."""
+    dt = jnp.dtype(self.dtype)
+    pos = jnp.asarray(sincos_2d(self.hidden_size, self.input_size // self.patch_size),
+                      jnp.float32)
+    h = self.x_embedder(self.patchify(x.astype(dt))) + pos[None].astype(dt)
+    c = self.t_embedder(t) + self.y_embedder(y, train, force_drop_ids)
+    return h, c
+
+  def run_blocks(self, h: jax.Array, c: jax.Array, skips: Skips, start: int,
+                 stop: int) -> tuple[jax.Array, Skips]:
+    """Blocks start..stop-1. Shallow blocks push their output; deep blocks pop and fuse."""
+    half = self.depth // 2
+    for i in range(start, stop):
+      if self.long_skip and i >= half:
+        if not skips:
+          raise ValueError(f"deep block {i} needs a skip but the stack is empty; run the "
+                           "shallow blocks it pairs with first")
+        h = self.skip_fusions[i - half](h, skips[-1])
+        skips = skips[:-1]
+      h = self.blocks[i](h, c)
+      if self.long_skip and i < half:
+        skips = skips + (h,)
+    return h, skips
+
+  def head(self, h: jax.Array, c: jax.Array) -> jax.Array:
+    """Final layer and unpatchify; the output is float32."""
+    return self.unpatchify(self.final_layer(h, c)).astype(jnp.float32)
+
+  def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array, *, train: bool = False,
+               force_drop_ids: jax.Array | None = None) -> jax.Array:
+    h, c = self.embed(x, t, y, train=train, force_drop_ids=force_drop_ids)
+    h, _ = self.run_blocks(h, c, (), 0, self.depth)
+    return self.head(h, c)
+
+
+def validate_shape(m: DiT) -> None:
+  """Raise a ValueError naming the config field for shapes the model cannot take."""
+  if m.long_skip and m.depth % 2:
+    raise ValueError(f"model.depth={m.depth} is odd, but long skips pair shallow and deep "
+                     "blocks: use an even depth or model.long_skip=False")
+  if m.depth < 1:
+    raise ValueError(f"model.depth={m.depth} must be >= 1")
+  if m.input_size % m.patch_size:
+    raise ValueError(f"model.patch_size={m.patch_size} does not divide the input size "
+                     f"{m.input_size}: choose a patch size that divides it")
+  if m.hidden_size % m.num_heads:
+    raise ValueError(f"model.num_heads={m.num_heads} does not divide model.hidden_size="
+                     f"{m.hidden_size}: choose heads that divide the width")
+  if m.dtype not in ("float32", "bfloat16", "float16"):
+    raise ValueError(f"model.dtype={m.dtype!r} is not one of float32, bfloat16, float16")
