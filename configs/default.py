@@ -55,4 +55,23 @@ def get_config() -> ml_collections.ConfigDict:
   c.sample.cfg_scale = 1.0
   c.sample.num_per_class = 50
   c.sample.batch_size = 500
+
+  # Device mesh (axes data, fsdp, tensor; one may be -1 = the rest of the devices) and the
+  # logical-axis -> mesh-axis rules: a preset (data | fsdp | tensor | fsdp_tensor) and
+  # optional (logical, mesh axes) pairs that take precedence. See skipdit_jax/parallel.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  c.mesh.preset = "fsdp_tensor"
+  c.mesh.rules = ()
+
+  # Multi-host: jax.distributed.initialize runs when `enabled` is True, when a coordinator
+  # address is given, or when auto-detected (TPU pod, SLURM job with several tasks).
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.enabled = False
+  c.distributed.auto = True         # detect TPU pods / SLURM as JAX documents
+  c.distributed.coordinator_address = ""  # host:port of process 0
+  c.distributed.num_processes = 0   # 0 = let JAX detect
+  c.distributed.process_id = -1     # -1 = let JAX detect
   return c
