@@ -1,0 +1,15 @@
+"""Dataset sources and the deterministic per-process batch pipeline.
+
+`load_source(name, split=)` returns a whole dataset as float32 images in [-1, 1]
+(N, H, W, C) and int32 labels; `BatchIterator` turns it into a resumable stream
+of numpy batches, each process taking its slice of every global batch. This
+package knows nothing of models. A new source registers itself with
+`@register_source("name")` in its own module, imported below.
+"""
+from skipdit_jax.data.idx import parse_idx, read_idx
+from skipdit_jax.data.pipeline import BatchIterator
+from skipdit_jax.data.sources import SOURCES, load_source, register_source
+from skipdit_jax.data import debian, embedded  # noqa: F401  (register built-in sources)
+
+__all__ = ["SOURCES", "BatchIterator", "load_source", "parse_idx", "read_idx",
+           "register_source"]
