@@ -47,6 +47,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.log_every = 100
   c.train.ckpt_every = 1000
   c.train.sample_every = 1000
+  # Reliability (skipdit_jax/train/guard.py, checkpoint manager, config_check.py).
+  c.train.ckpt_keep = 3             # keep the last N checkpoints ...
+  c.train.ckpt_keep_every = 0       # ... and every M-th step for good (0: none)
+  c.train.ckpt_async = True         # write checkpoints in the background
+  c.train.nonfinite = "skip"        # NaN/Inf loss or grad: skip (drop + count) | stop
+  c.train.allow_new_model = False   # True: a workdir of another model shape starts fresh
 
   c.sample = ml_collections.ConfigDict()
   c.sample.sampler = "ddim"         # ddim | ddpm
