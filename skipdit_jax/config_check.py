@@ -1,0 +1,264 @@
+"""Every config field that can be wrong, checked once at start, before compute or disk.
+
+`check_config` gathers all problems and raises one `ConfigError` whose lines each name
+the field, its value and the fix. The packages that own a rule keep it (model shapes:
+`models.validate_shape` / `models.parse_name`; datasets: the data registry; schedules:
+`diffusion.betas_for`; meshes: `parallel`; cache plans: `sampling`); this module calls
+them and adds the cross-field rules nobody else can see (batch vs. mesh, intervals vs.
+run length, a workdir trained with another model).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Callable
+
+import ml_collections
+
+# DiT fields that change the parameter tree; a checkpoint of one shape cannot seed another.
+SHAPE_FIELDS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth",
+                "num_heads", "mlp_ratio", "num_classes", "learn_sigma", "long_skip",
+                "scan_blocks")
+SAVED_CONFIG = "config.json"  # the resolved config, in the workdir (checkpoint.py writes it)
+
+
+class ConfigError(ValueError):
+  """One or more config fields are invalid; `.problems` lists one line per field."""
+
+  def __init__(self, problems: list[str]):
+    self.problems = list(problems)
+    super().__init__("invalid config:\n  - " + "\n  - ".join(self.problems))
+
+
+def _get(config: Any, path: str, default: Any = None) -> Any:
+  node = config
+  for key in path.split("."):
+    if node is None or key not in node:
+      return default
+    node = node[key]
+  return node
+
+
+def _is_int(v: Any) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _catch(problems: list[str], fn: Callable, *args, **kwargs) -> Any:
+  """Runs an owner's check, turning its ValueError into one problem line."""
+  try:
+    return fn(*args, **kwargs)
+  except (ValueError, TypeError, KeyError) as e:
+    problems.append(str(e).strip("'\""))
+    return None
+
+
+def model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The DiT fields a config asks for: the registry name, then `model.*` overrides."""
+  from skipdit_jax import models
+  long_skip, size, patch = models.parse_name(config.model.name)
+  depth, width, heads = models.SIZES[size]
+  fields = dict(input_size=_get(config, "data.image_size"), in_channels=_get(config, "data.channels"),
+                num_classes=_get(config, "data.num_classes"), patch_size=patch, depth=depth,
+                hidden_size=width, num_heads=heads, long_skip=long_skip)
+  for key in ("long_skip", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio",
+              "learn_sigma", "class_dropout_prob", "dtype", "scan_blocks", "remat"):
+    value = _get(config, f"model.{key}")
+    if value is not None:
+      fields[key] = value
+  return fields
+
+
+def _positive_ints(config, paths: tuple[str, ...], problems: list[str], *, zero_ok=False):
+  for path in paths:
+    v = _get(config, path)
+    if v is None:
+      continue
+    lo = 0 if zero_ok else 1
+    if not _is_int(v) or v < lo:
+      problems.append(f"config.{path}={v!r} must be an integer >= {lo}")
+
+
+def _check_model(config, problems: list[str]) -> None:
+  from skipdit_jax import models
+  if _catch(problems, models.parse_name, _get(config, "model.name", "")) is None:
+    return
+  before = len(problems)
+  _positive_ints(config, ("model.depth", "model.hidden_size", "model.num_heads",
+                          "model.patch_size", "data.image_size", "data.channels",
+                          "data.num_classes"), problems)
+  mlp = _get(config, "model.mlp_ratio")
+  if mlp is not None and (not _is_real(mlp) or mlp <= 0):
+    problems.append(f"config.model.mlp_ratio={mlp!r} must be a positive number (4.0 in DiT)")
+  p = _get(config, "model.class_dropout_prob")
+  if p is not None and (not _is_real(p) or not 0 <= p < 1):
+    problems.append(f"config.model.class_dropout_prob={p!r} must lie in [0, 1) (0.1 in DiT)")
+  if len(problems) == before:  # validate_shape divides by these fields; only call it once they are sane
+    _catch(problems, models.create, config.model.name, **model_fields(config))
+
+
+def _check_data(config, problems: list[str]) -> None:
+  from skipdit_jax import data
+  name = _get(config, "data.name")
+  if name not in data.SOURCES:
+    problems.append(f"config.data.name={name!r} is not a known dataset; use one of "
+                    f"{sorted(data.SOURCES)}")
+
+
+def check_data_shape(config: ml_collections.ConfigDict, images_shape: tuple[int, ...],
+                     num_classes: int) -> None:
+  """After loading: the dataset's (N, H, W, C) and classes must match `config.data`."""
+  _, h, w, c = images_shape
+  want = (config.data.image_size, config.data.image_size, config.data.channels)
+  problems = []
+  if (h, w, c) != want:
+    problems.append(f"config.data.image_size={config.data.image_size}, data.channels="
+                    f"{config.data.channels} but dataset {config.data.name!r} holds "
+                    f"{h}x{w}x{c} images: set data.image_size={h}, data.channels={c}")
+  if num_classes != config.data.num_classes:
+    problems.append(f"config.data.num_classes={config.data.num_classes} but dataset "
+                    f"{config.data.name!r} has {num_classes}: set data.num_classes={num_classes}")
+  if problems:
+    raise ConfigError(problems)
+
+
+def _check_diffusion(config, problems: list[str]) -> None:
+  from skipdit_jax import diffusion
+  _catch(problems, diffusion.betas_for, _get(config, "diffusion.schedule"),
+         _get(config, "diffusion.num_train_steps"))
+
+
+def _check_train(config, problems: list[str]) -> None:
+  from skipdit_jax.train.guard import NONFINITE_MODES
+  from skipdit_jax.train.optim import LR_SCHEDULES
+  _positive_ints(config, ("seed",), problems, zero_ok=True)
+  _positive_ints(config, ("train.batch_size", "train.num_steps", "train.log_every",
+                          "train.ckpt_every", "train.sample_every", "train.ckpt_keep"),
+                 problems)
+  _positive_ints(config, ("train.warmup_steps", "train.ckpt_keep_every"), problems,
+                 zero_ok=True)
+  lr = _get(config, "train.lr")
+  if not _is_real(lr) or lr <= 0:
+    problems.append(f"config.train.lr={lr!r} must be a positive finite number (e.g. 1e-4)")
+  for key, lo in (("weight_decay", 0.0), ("grad_clip", 0.0)):
+    v = _get(config, f"train.{key}")
+    if v is not None and (not _is_real(v) or v < lo):
+      problems.append(f"config.train.{key}={v!r} must be a finite number >= {lo} "
+                      f"(0 disables it)")
+  for key in ("b1", "b2", "ema_decay"):
+    v = _get(config, f"train.{key}")
+    if v is not None and (not _is_real(v) or not 0 <= v < 1):
+      problems.append(f"config.train.{key}={v!r} must lie in [0, 1) (e.g. 0.9999 for EMA)")
+  if _get(config, "train.lr_schedule") not in LR_SCHEDULES:
+    problems.append(f"config.train.lr_schedule={_get(config, 'train.lr_schedule')!r}; use "
+                    f"one of {list(LR_SCHEDULES)}")
+  mode = _get(config, "train.nonfinite", "skip")
+  if mode not in NONFINITE_MODES:
+    problems.append(f"config.train.nonfinite={mode!r}; use one of {list(NONFINITE_MODES)}")
+  every, keep_every = _get(config, "train.ckpt_every"), _get(config, "train.ckpt_keep_every")
+  if _is_int(every) and _is_int(keep_every) and every > 0 and keep_every > 0 \
+      and keep_every % every:
+    problems.append(f"config.train.ckpt_keep_every={keep_every} is not a multiple of "
+                    f"train.ckpt_every={every}, so no saved step would be kept: use "
+                    f"{every * max(1, round(keep_every / every))}")
+
+
+def _check_sample(config, problems: list[str]) -> None:
+  if _get(config, "sample") is None:
+    return
+  if _get(config, "sample.sampler") not in ("ddim", "ddpm"):
+    problems.append(f"config.sample.sampler={_get(config, 'sample.sampler')!r}; use "
+                    f"'ddim' or 'ddpm'")
+  _positive_ints(config, ("sample.num_steps", "sample.num_per_class", "sample.batch_size"),
+                 problems)
+  steps, total = _get(config, "sample.num_steps"), _get(config, "diffusion.num_train_steps")
+  if _is_int(steps) and _is_int(total) and 0 < total < steps:
+    problems.append(f"config.sample.num_steps={steps} exceeds diffusion.num_train_steps="
+                    f"{total}: use at most {total}")
+  for key in ("eta", "cfg_scale"):
+    v = _get(config, f"sample.{key}")
+    if v is not None and (not _is_real(v) or v < 0):
+      problems.append(f"config.sample.{key}={v!r} must be a finite number >= 0")
+
+
+def _check_mesh(config, problems: list[str], num_devices: int | None) -> None:
+  mesh = _get(config, "mesh")
+  if mesh is None:
+    return
+  sizes = {a: _get(config, f"mesh.{a}", 1) for a in ("data", "fsdp", "tensor")}
+  bad = [a for a, v in sizes.items() if not _is_int(v) or (v < 1 and v != -1)]
+  for a in bad:
+    problems.append(f"config.mesh.{a}={sizes[a]!r} must be a positive integer or -1 "
+                    f"(-1 = the remaining devices)")
+  rest = [a for a, v in sizes.items() if v == -1]
+  if len(rest) > 1:
+    problems.append(f"config.mesh has {len(rest)} axes set to -1 ({', '.join(rest)}); at "
+                    f"most one axis may take the remaining devices")
+  if bad or len(rest) > 1 or num_devices is None:
+    return
+  fixed = math.prod(v for v in sizes.values() if v != -1)
+  if (rest and num_devices % fixed) or (not rest and fixed != num_devices):
+    shown = " x ".join(f"{a}={v}" for a, v in sizes.items())
+    problems.append(f"config.mesh ({shown}) does not fit the {num_devices} devices: make "
+                    f"the product of mesh.data, mesh.fsdp and mesh.tensor equal "
+                    f"{num_devices}, or set one of them to -1")
+    return
+  if rest:
+    sizes[rest[0]] = num_devices // fixed
+  batch_ways = sizes["data"] * sizes["fsdp"]  # the batch is split over both
+  batch = _get(config, "train.batch_size")
+  if _is_int(batch) and batch > 0 and batch % batch_ways:
+    problems.append(f"config.train.batch_size={batch} is not divisible by the data axes "
+                    f"(mesh.data x mesh.fsdp = {batch_ways}): use a multiple of "
+                    f"{batch_ways}, e.g. {batch_ways * max(1, batch // batch_ways)}")
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+  """Refuses a workdir whose saved config trained a model of another shape.
+
+  `config.train.allow_new_model=True` accepts it (the caller then starts fresh).
+  """
+  if not workdir:
+    return
+  path = os.path.join(workdir, SAVED_CONFIG)
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      saved = ml_collections.ConfigDict(json.load(f))
+    old = model_fields(saved)
+  except (OSError, ValueError, KeyError, AttributeError) as e:
+    raise ConfigError([f"workdir {workdir!r}: cannot read its saved config {path} ({e}); "
+                       f"use a new --workdir or remove the file"]) from e
+  new = model_fields(config)
+  diff = [f"{k}: saved {old.get(k)!r} -> new {new.get(k)!r}" for k in SHAPE_FIELDS
+          if old.get(k) != new.get(k)]
+  if diff and not _get(config, "train.allow_new_model", False):
+    raise ConfigError([
+        f"workdir {workdir!r} holds a model of another shape ({'; '.join(diff)}); resuming "
+        f"would train the wrong model. Use a new --workdir, restore the old model fields, "
+        f"or pass --config.train.allow_new_model=True to move the old checkpoints aside "
+        f"and start fresh"])
+
+
+def check_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
+                 workdir: str | None = None) -> None:
+  """Raises `ConfigError` listing every invalid field; returns None when all are valid.
+
+  `num_devices` (default: `jax.device_count()`) sizes the mesh checks; `workdir`, when
+  given, must not hold a model of another shape (see `check_workdir`).
+  """
+  if num_devices is None:
+    import jax
+    num_devices = jax.device_count()
+  problems: list[str] = []
+  for check in (_check_model, _check_data, _check_diffusion, _check_train, _check_sample):
+    check(config, problems)
+  _check_mesh(config, problems, num_devices)
+  if problems:
+    raise ConfigError(problems)
+  check_workdir(config, workdir)
