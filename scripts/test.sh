@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's test command (README, CI): set up, then run the whole test suite.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/test_data.py`.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+
+rc=0
+"$PY" -m pytest -q "$@" || rc=$?
+if [ "$rc" -eq 5 ]; then
+  echo "test.sh: pytest collected no tests; failing on purpose" >&2
+fi
+exit "$rc"

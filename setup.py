@@ -1,0 +1,40 @@
+"""Packaging for skipdit-jax: `pip install -e '.[test]'`."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+# Read the version without importing the package (its deps may not be installed yet).
+VERSION = re.search(r'__version__ = "([^"]+)"',
+                    (Path(__file__).parent / "skipdit_jax" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="skipdit-jax",
+    version=VERSION,
+    description="Skip-DiT (DiT with long skip connections) and its Skip-Cache sampler "
+                "in JAX/Flax",
+    python_requires=">=3.11",
+    packages=find_packages(include=["skipdit_jax", "skipdit_jax.*"]),
+    # Lower bounds: releases with the APIs we use; upper bounds: the next release line,
+    # since JAX-ecosystem 0.x minors break APIs. Developed against the newest of each.
+    install_requires=[
+        "jax>=0.5.0,<0.11",
+        "flax>=0.10.0,<0.13",
+        "optax>=0.2.3,<0.3",
+        "orbax-checkpoint>=0.10.0,<0.13",
+        "einops>=0.7,<0.9",
+        "tensorflow-datasets>=4.9,<5",
+        "ml_collections>=0.1.1,<2",
+        "clu>=0.0.12,<0.1",
+        "tensorboardX>=2.6,<3",
+        "absl-py>=2.0,<3",
+        "numpy>=1.26,<3",
+        "scikit-learn>=1.3,<2",
+        "mlxtend>=0.23,<1",
+        "matplotlib>=3.7,<4",
+        "pillow>=10.0,<14",
+        "scipy>=1.11,<2",
+    ],
+    extras_require={"test": ["pytest>=7,<10"]},
+    entry_points={"console_scripts": ["skipdit=skipdit_jax.main:run"]},
+)
