@@ -1,0 +1,136 @@
+"""The sampler: a host loop that walks a `CachePlan` over two compiled step functions.
+
+`generate(...)` is the one-call entry point (plain or cached); `Sampler` holds the
+compiled functions for one (model, diffusion, plan, solver) so repeated calls reuse
+them. The loop dispatches asynchronously: nothing is read back to the host until
+the final images, so steps queue on the device back to back.
+"""
+from __future__ import annotations
+
+import collections
+from typing import Any, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from skipdit_jax import diffusion as D
+from skipdit_jax.sampling import policies
+from skipdit_jax.sampling.cache_plan import FULL, CachePlan
+from skipdit_jax.sampling.steps import (SolverConfig, check_model, make_cached_step,
+                                        make_full_step, model_inputs)
+
+
+class Sampler:
+  """Compiled full / cached steps for one model, respaced diffusion, plan and solver.
+
+  `sample(params, x_T, y, rng)` -> x_0 as a device array (N, H, W, C).
+  """
+
+  def __init__(self, model: Any, diffusion: D.Diffusion, plan: CachePlan,
+               solver: SolverConfig):
+    check_model(model, solver)
+    if plan.num_steps != diffusion.num_timesteps:
+      raise ValueError(f"the plan has {plan.num_steps} steps but the respaced diffusion "
+                       f"{diffusion.num_timesteps}; build both from sample.num_steps.")
+    if plan.depth != model.depth:
+      raise ValueError(f"the plan was built for depth {plan.depth}, the model has "
+                       f"model.depth={model.depth}.")
+    self.model, self.diffusion, self.plan, self.solver = model, diffusion, plan, solver
+    self.policy = policies.for_plan(plan)
+    self.full_step = make_full_step(model, diffusion, solver, self.policy)
+    self.cached_steps = {v: make_cached_step(model, diffusion, solver, self.policy, v)
+                         for v in plan.variants}
+    s = plan.num_steps
+    # Host tables are indexed by execution step; the steps index them by respaced i.
+    self.aux = jnp.asarray(self.policy.aux_table(plan)[::-1])
+    self.indices = [jnp.asarray(s - 1 - j, jnp.int32) for j in range(s)]
+    self._cache_shapes: dict = {}
+
+  def empty_cache(self, params, x: jax.Array, y: jax.Array):
+    """Zeros shaped like the policy's cache for this batch (shapes traced once)."""
+    key = (x.shape, str(x.dtype), y.shape)
+    if key not in self._cache_shapes:
+      def entry(p, x, y):
+        xin, yin, drop = model_inputs(x, y, self.solver)
+        t = jnp.zeros((xin.shape[0],), jnp.int32)
+        return self.model.apply({"params": p}, xin, t, yin, drop,
+                                method=self.policy.entry)[1]
+      self._cache_shapes[key] = jax.eval_shape(entry, params, x, y)
+    return self.policy.empty(self._cache_shapes[key])
+
+  def sample(self, params, x: jax.Array, y: jax.Array, rng: jax.Array) -> jax.Array:
+    """x: (N, H, W, C) noise x_T; y: (N,) labels; rng: key for DDPM / η > 0 noise."""
+    cache = self.empty_cache(params, x, y)
+    for j, action in enumerate(self.plan.actions):
+      i = self.indices[j]
+      if action == FULL:
+        x, cache = self.full_step(params, x, i, y, rng, cache)
+      else:
+        x = self.cached_steps[action](params, x, i, y, rng, cache, self.aux)
+    return x
+
+
+_SAMPLERS: "collections.OrderedDict[tuple, Sampler]" = collections.OrderedDict()
+
+
+def get_sampler(model: Any, diffusion: D.Diffusion, plan: CachePlan,
+                solver: SolverConfig) -> Sampler:
+  """A `Sampler` from a small cache, so periodic sampling does not recompile."""
+  key = (model, diffusion, plan, solver)
+  if key not in _SAMPLERS:
+    _SAMPLERS[key] = Sampler(model, diffusion, plan, solver)
+    while len(_SAMPLERS) > 8:
+      _SAMPLERS.popitem(last=False)
+  _SAMPLERS.move_to_end(key)
+  return _SAMPLERS[key]
+
+
+def make_plan(model: Any, diffusion: D.Diffusion, policy: str = "none", **cache) -> CachePlan:
+  """The plan for a respaced `diffusion` (steps high-noise first) and this model."""
+  timesteps = [int(t) for t in diffusion.timestep_map[::-1]]
+  return CachePlan.create(policy, timesteps=timesteps, depth=model.depth,
+                          long_skip=model.long_skip, **cache)
+
+
+def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
+             rng: jax.Array, *, sampler: str = "ddim",
+             num_steps: Union[int, str, Sequence[int]] = 50, eta: float = 0.0,
+             cfg_scale: float = 1.0, guided_channels: Optional[int] = None,
+             clip_denoised: bool = False, policy: str = "none", interval: int = 1,
+             k: int = 1, window: Sequence[int] = (0, 1000), forecast_order: int = 2,
+             delta_blocks: int = 0, delta_switch_t: int = 500,
+             noise: Optional[jax.Array] = None) -> np.ndarray:
+  """Samples images for `labels` from a DiT / Skip-DiT, optionally with a cache.
+
+  Args:
+    model: the `DiT` module (its `learn_sigma`, `depth`, `long_skip` are used).
+    params: its parameters (e.g. the EMA ones).
+    diffusion: the training `Diffusion` (e.g. 1000 steps); it is respaced to `num_steps`.
+    labels: (N,) ints in [0, num_classes).
+    rng: key; split into the x_T noise and the per-step noise (DDPM, η > 0).
+    sampler: "ddim" or "ddpm"; eta: DDIM η; cfg_scale: guidance (1.0 = off; else the
+      batch is doubled inside the step, the second half with the null class);
+      guided_channels: guide only the first C' eps channels (DiT's sampler uses 3).
+    policy, interval, k, window, forecast_order, delta_blocks, delta_switch_t: the
+      cache plan (see `CachePlan.create`; `config.sample.cache.*`). Default: no cache.
+    noise: optional (N, H, W, C) x_T to use instead of drawing it from `rng`.
+  Returns:
+    (N, H, W, C) float32 numpy samples in the data scale (≈ [-1, 1]; not clipped).
+  """
+  solver = SolverConfig(sampler=sampler, eta=float(eta), cfg_scale=float(cfg_scale),
+                        guided_channels=guided_channels, clip_denoised=clip_denoised)
+  spaced = D.respace(diffusion, num_steps)
+  plan = make_plan(model, spaced, policy, interval=interval, k=k, window=tuple(window),
+                   forecast_order=forecast_order, delta_blocks=delta_blocks,
+                   delta_switch_t=delta_switch_t)
+  labels = jnp.asarray(labels, jnp.int32)
+  if labels.ndim != 1:
+    raise ValueError(f"labels must be (N,) ints, got shape {labels.shape}")
+  noise_key, step_key = jax.random.split(rng)
+  shape = (labels.shape[0], model.input_size, model.input_size, model.in_channels)
+  x = jax.random.normal(noise_key, shape, jnp.float32) if noise is None else jnp.asarray(noise)
+  if x.shape != shape:
+    raise ValueError(f"noise has shape {x.shape}, expected {shape}")
+  out = get_sampler(model, spaced, plan, solver).sample(params, x, labels, step_key)
+  return np.asarray(jax.device_get(out))
