@@ -168,21 +168,36 @@ def _check_train(config, problems: list[str]) -> None:
 
 
 def _check_sample(config, problems: list[str]) -> None:
+  """The sampler's own checks: solver options, CFG vs. label dropout, the cache plan."""
   if _get(config, "sample") is None:
     return
-  if _get(config, "sample.sampler") not in ("ddim", "ddpm"):
-    problems.append(f"config.sample.sampler={_get(config, 'sample.sampler')!r}; use "
-                    f"'ddim' or 'ddpm'")
+  from skipdit_jax import diffusion, models, sampling
+  from skipdit_jax.sampling.steps import SolverConfig, check_model
+  before = len(problems)
   _positive_ints(config, ("sample.num_steps", "sample.num_per_class", "sample.batch_size"),
                  problems)
   steps, total = _get(config, "sample.num_steps"), _get(config, "diffusion.num_train_steps")
   if _is_int(steps) and _is_int(total) and 0 < total < steps:
     problems.append(f"config.sample.num_steps={steps} exceeds diffusion.num_train_steps="
                     f"{total}: use at most {total}")
-  for key in ("eta", "cfg_scale"):
-    v = _get(config, f"sample.{key}")
-    if v is not None and (not _is_real(v) or v < 0):
-      problems.append(f"config.sample.{key}={v!r} must be a finite number >= 0")
+  solver = _catch(problems, SolverConfig, sampler=_get(config, "sample.sampler"),
+                  eta=_get(config, "sample.eta", 0.0),
+                  cfg_scale=_get(config, "sample.cfg_scale", 1.0))
+  if len(problems) > before:
+    return
+  try:  # the plan needs a valid model and schedule; their own checks report them
+    model = models.create(config.model.name, **model_fields(config))
+    spaced = diffusion.respace(
+        diffusion.Diffusion.create(diffusion.betas_for(config.diffusion.schedule, total)),
+        steps)
+  except (ValueError, TypeError, ZeroDivisionError):
+    return
+  _catch(problems, check_model, model, solver)
+  cache = _get(config, "sample.cache")
+  if cache is not None:
+    fields = dict(cache)
+    _catch(problems, sampling.make_plan, model, spaced, fields.pop("policy", "none"),
+           **fields)
 
 
 def _check_mesh(config, problems: list[str], num_devices: int | None) -> None:

@@ -32,6 +32,7 @@ def problems(config, num_devices=1, **kw):
 def test_default_config_is_valid():
   check_config(get_config(), num_devices=1)
   check_config(get_config(), num_devices=8)  # mesh.data = -1 takes all devices
+  check_config(bad(sample__cache=dict(policy="skip_cache", interval=3, k=1)), num_devices=1)
 
 
 # (field overrides, num_devices, words the single message must contain)
@@ -60,9 +61,17 @@ CASES = [
     (dict(train__ckpt_keep_every=1500), 1, ["ckpt_keep_every=1500", "multiple",
                                             "ckpt_every=1000"]),
     (dict(seed=-1), 1, ["config.seed=-1"]),
-    (dict(sample__sampler="euler"), 1, ["config.sample.sampler='euler'", "'ddim'"]),
+    (dict(sample__sampler="euler"), 1, ["sample.sampler='euler'", "'ddim'"]),
     (dict(sample__num_steps=5000), 1, ["sample.num_steps=5000", "at most 1000"]),
-    (dict(sample__cfg_scale=-2.0), 1, ["config.sample.cfg_scale=-2.0"]),
+    (dict(sample__cfg_scale=-2.0), 1, ["sample.cfg_scale=-2.0", "1.0 disables"]),
+    (dict(sample__cfg_scale=4.0, model__class_dropout_prob=0.0), 1,
+     ["sample.cfg_scale=4.0", "class_dropout_prob=0"]),
+    (dict(sample__cache=dict(policy="skip_cache", interval=3, k=5)), 1,
+     ["sample.cache.k=5", "[1, 2]"]),
+    (dict(sample__cache=dict(policy="deep_cache", interval=2, k=1)), 1,
+     ["'deep_cache'", "long_skip=True"]),
+    (dict(sample__cache=dict(policy="skip_cache", interval=2, window=(700, 50))), 1,
+     ["sample.cache.window=(700, 50)"]),
     (dict(mesh__data=2, mesh__fsdp=2), 8, ["data=2 x fsdp=2 x tensor=1", "8 devices"]),
     (dict(mesh__data=-1, mesh__fsdp=-1), 8, ["2 axes set to -1"]),
     (dict(mesh__fsdp=3), 8, ["8 devices", "-1"]),
