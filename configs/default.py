@@ -61,6 +61,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.sample.cfg_scale = 1.0
   c.sample.num_per_class = 50
   c.sample.batch_size = 500
+  c.sample.clip_denoised = False
+  # Cache plan of the sampler (skipdit_jax/sampling): a full step every `interval` steps
+  # inside the timestep window [lo, hi); cached steps run the policy's cheap path.
+  c.sample.cache = ml_collections.ConfigDict()
+  c.sample.cache.policy = "none"    # none | skip_cache | skip_cache_forecast | deep_cache | fora | delta_dit
+  c.sample.cache.interval = 1       # N; 1 = every step full
+  c.sample.cache.k = 1              # blocks recomputed at each end (Skip-Cache: 2k of L)
+  c.sample.cache.window = (0, 1000)  # (lo, hi) timesteps; cache only while lo <= t < hi
+  c.sample.cache.forecast_order = 2  # skip_cache_forecast: 0, 1 or 2
+  c.sample.cache.delta_blocks = 0   # delta_dit: blocks reused; 0 = depth - 2k
+  c.sample.cache.delta_switch_t = 500  # delta_dit: rear blocks while t >= this, front after
 
   # Device mesh (axes data, fsdp, tensor; one may be -1 = the rest of the devices) and the
   # logical-axis -> mesh-axis rules: a preset (data | fsdp | tensor | fsdp_tensor) and
