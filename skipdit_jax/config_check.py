@@ -174,8 +174,8 @@ def _check_sample(config, problems: list[str]) -> None:
   from skipdit_jax import diffusion, models, sampling
   from skipdit_jax.sampling.steps import SolverConfig, check_model
   before = len(problems)
-  _positive_ints(config, ("sample.num_steps", "sample.num_per_class", "sample.batch_size"),
-                 problems)
+  _positive_ints(config, ("sample.num_steps", "sample.batch_size"), problems)
+  _positive_ints(config, ("sample.num_per_class",), problems, zero_ok=True)  # 0: no samples
   steps, total = _get(config, "sample.num_steps"), _get(config, "diffusion.num_train_steps")
   if _is_int(steps) and _is_int(total) and 0 < total < steps:
     problems.append(f"config.sample.num_steps={steps} exceeds diffusion.num_train_steps="
