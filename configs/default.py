@@ -59,8 +59,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.sample.num_steps = 50
   c.sample.eta = 0.0
   c.sample.cfg_scale = 1.0
-  c.sample.num_per_class = 50
-  c.sample.batch_size = 500
+  c.sample.num_per_class = 50       # final samples: this many per class (0: none)
+  c.sample.batch_size = 500         # images per sampler call
+  c.sample.grid_per_class = 10      # periodic PNG grids while training (0: none)
+  c.sample.seed = 0
   c.sample.clip_denoised = False
   # Cache plan of the sampler (skipdit_jax/sampling): a full step every `interval` steps
   # inside the timestep window [lo, hi); cached steps run the policy's cheap path.
@@ -72,6 +74,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.sample.cache.forecast_order = 2  # skip_cache_forecast: 0, 1 or 2
   c.sample.cache.delta_blocks = 0   # delta_dit: blocks reused; 0 = depth - 2k
   c.sample.cache.delta_switch_t = 500  # delta_dit: rear blocks while t >= this, front after
+  # (main: after training, the final samples are drawn uncached and, when the policy is
+  # not "none", also with this cache.)
+
+  # Scoring of the final samples: a logistic regression fitted on real images reads them.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.class_accuracy = True
+  c.eval.classifier_train = 1400    # real images to fit on; the rest score the classifier
 
   # Device mesh (axes data, fsdp, tensor; one may be -1 = the rest of the devices) and the
   # logical-axis -> mesh-axis rules: a preset (data | fsdp | tensor | fsdp_tensor) and

@@ -1,0 +1,197 @@
+"""Command line: `python -m skipdit_jax.main --config=configs/<file>.py --workdir=DIR
+[--mode=train|sample] [--config.a.b=value ...]`.
+
+train: trains (resuming from DIR), then, when `config.eval.class_accuracy` is on, samples
+`sample.num_per_class` images per class with the EMA weights (uncached, and cached when
+`sample.cache.policy` names a cache) and scores them with a classifier fitted on the real
+images. sample: loads DIR's EMA weights and writes a PNG grid and an .npz of samples.
+Either mode ends by printing one JSON object of its figures as the last stdout line.
+"""
+from __future__ import annotations
+
+import json
+import logging as std_logging
+import os
+import sys
+import time
+from typing import Any
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "run folder: config, checkpoints, events, samples")
+flags.DEFINE_enum("mode", "train", ["train", "sample"], "what to do with the workdir")
+
+
+def _check_extra_fields(config) -> None:
+  """Fields only main reads; the rest are checked by skipdit_jax.config_check."""
+  from skipdit_jax.config_check import ConfigError
+  problems = []
+  for path in ("sample.grid_per_class", "sample.seed", "eval.classifier_train"):
+    section, key = path.split(".")
+    v = config.get(section, {}).get(key)
+    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+      problems.append(f"config.{path}={v!r} must be an integer >= 0")
+  if problems:
+    raise ConfigError(problems)
+
+
+def _sample_kwargs(config, cached: bool) -> dict[str, Any]:
+  s = config.sample
+  kw = dict(sampler=s.sampler, num_steps=s.num_steps, eta=s.eta, cfg_scale=s.cfg_scale,
+            clip_denoised=s.get("clip_denoised", False))
+  if cached and s.get("cache") is not None:
+    kw.update({k: (tuple(v) if isinstance(v, (list, tuple)) else v)
+               for k, v in s.cache.to_dict().items()})
+  return kw
+
+
+def _generate(model, params, diffusion, labels, seed: int, batch: int, **kw):
+  """Samples for `labels` in chunks of `batch`; returns (images (N,H,W,C), seconds)."""
+  import jax
+  import numpy as np
+  from skipdit_jax.sampling import generate
+  t0 = time.perf_counter()
+  out = [generate(model, params, diffusion, labels[i:i + batch],
+                  jax.random.fold_in(jax.random.PRNGKey(seed), i), **kw)
+         for i in range(0, len(labels), batch)]
+  return np.concatenate(out), time.perf_counter() - t0
+
+
+def _class_labels(config, per_class: int):
+  import numpy as np
+  return np.repeat(np.arange(config.data.num_classes, dtype=np.int32), per_class)
+
+
+def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[str, Any]:
+  """Class-conditional samples of every variant, written to the workdir and scored."""
+  import numpy as np
+  from skipdit_jax import data
+  from skipdit_jax.eval import class_accuracy, image_grid
+  from skipdit_jax.train import build_diffusion
+  s, diffusion = config.sample, build_diffusion(config)
+  labels = _class_labels(config, s.num_per_class)
+  variants = {"": False}
+  if s.get("cache") is not None and s.cache.get("policy", "none") != "none":
+    variants["_cached"] = True
+  out: dict[str, Any] = {"num_samples": int(len(labels)), "sampler": s.sampler,
+                         "sample_steps": s.num_steps, "cfg_scale": s.cfg_scale}
+  scorer = None
+  if config.get("eval", {}).get("class_accuracy", False):
+    images, real_labels, _ = data.load_source(config.data.name)
+    scorer, held = class_accuracy.fit_classifier(
+        images, real_labels, num_train=config.eval.classifier_train, seed=config.seed)
+    out["classifier_heldout_accuracy"] = held
+  for suffix, cached in variants.items():
+    kw = _sample_kwargs(config, cached)
+    imgs, first_s = _generate(model, ema_params, diffusion, labels, s.seed, s.batch_size, **kw)
+    # A second identical run times the compiled sampler alone (the first one compiles).
+    _, steady_s = _generate(model, ema_params, diffusion, labels, s.seed, s.batch_size, **kw)
+    stem = os.path.join(workdir, "samples", f"{tag}{suffix}")
+    image_grid.save_grid(imgs, stem + ".png", ncol=s.num_per_class, scale=2)
+    np.savez_compressed(stem + ".npz", images=imgs, labels=labels)
+    out[f"sample{suffix}_s"] = first_s
+    out[f"sample{suffix}_steady_s"] = steady_s
+    out[f"samples{suffix}_file"] = stem + ".npz"
+    if cached:
+      out["cache_policy"] = kw.get("policy")
+    if scorer is not None:
+      out[f"class_accuracy{suffix}"] = class_accuracy.class_accuracy(scorer, imgs, labels)
+  if "sample_cached_steady_s" in out:
+    out["cache_speedup"] = out["sample_steady_s"] / out["sample_cached_steady_s"]
+  return out
+
+
+def train_mode(config, workdir: str) -> dict[str, Any]:
+  from skipdit_jax.eval import image_grid
+  from skipdit_jax.train import build_diffusion, build_model, train
+  model, diffusion = build_model(config), build_diffusion(config)
+  labels = _class_labels(config, config.sample.grid_per_class)
+
+  def on_sample(step: int, ema_params):
+    if not len(labels):
+      return None
+    imgs, _ = _generate(model, ema_params, diffusion, labels, config.sample.seed,
+                        config.sample.batch_size, **_sample_kwargs(config, False))
+    return image_grid.save_grid(imgs, os.path.join(workdir, "samples", f"grid_{step:07d}.png"),
+                                ncol=config.sample.grid_per_class, scale=2)
+
+  summary, state = train(config, workdir, on_sample=on_sample)
+  result = {"mode": "train", "model": config.model.name, "long_skip": model.long_skip,
+            "dataset": config.data.name, **summary}
+  if summary.get("preempted"):
+    return result
+  if config.get("eval", {}).get("class_accuracy", False) or config.sample.num_per_class:
+    result.update(sample_and_score(config, workdir, model, state.ema_params,
+                                   f"final_{summary['steps']:07d}"))
+  return result
+
+
+def sample_mode(config, workdir: str) -> dict[str, Any]:
+  import jax
+  from skipdit_jax.train import Checkpointer, abstract_state, build_model
+  model = build_model(config)
+  ckpt = Checkpointer(workdir, async_save=False)
+  restored = ckpt.restore(abstract_state(config, model))
+  ckpt.close()
+  if restored is None:
+    raise FileNotFoundError(f"--workdir={workdir!r} holds no checkpoint to sample from; "
+                            "train first (--mode=train) or point --workdir at a trained run")
+  state, _ = restored
+  step = int(jax.device_get(state.step))
+  out = {"mode": "sample", "model": config.model.name, "step": step}
+  out.update(sample_and_score(config, workdir, model, state.ema_params,
+                              f"sample_{step:07d}_{config.sample.sampler}"
+                              f"{config.sample.num_steps}_cfg{config.sample.cfg_scale:g}"))
+  return out
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from skipdit_jax.config_check import ConfigError, check_config
+  config, workdir = FLAGS.config, FLAGS.workdir
+  if config is None:
+    raise app.UsageError("--config is required, e.g. --config=configs/digits_skipdit.py")
+  if not workdir:
+    raise app.UsageError("--workdir is required: the run folder (rerunning resumes)")
+  t0 = time.perf_counter()
+  try:
+    check_config(config, workdir=workdir)
+    _check_extra_fields(config)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  result = train_mode(config, workdir) if FLAGS.mode == "train" else sample_mode(config, workdir)
+  result["total_time_s"] = time.perf_counter() - t0
+  result["workdir"] = os.path.abspath(workdir)
+  with open(os.path.join(workdir, f"result_{FLAGS.mode}.json"), "w") as f:
+    json.dump(result, f, indent=2, default=float)
+  print(json.dumps(result, default=float), flush=True)
+  if result.get("preempted"):
+    from skipdit_jax.train.preemption import PREEMPTED_EXIT_CODE
+    sys.exit(PREEMPTED_EXIT_CODE)
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Keeps our INFO lines (progress, clu's metric lines) and drops the INFO chatter of
+  orbax and JAX internals; their warnings and errors still show."""
+  NOISY = ("/orbax/", "/jax/_src/", "/absl/", "/etils/")
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or not any(
+        p in record.pathname for p in self.NOISY)
+
+
+def run() -> None:
+  """Console entry point `skipdit`."""
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

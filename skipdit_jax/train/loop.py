@@ -1,0 +1,245 @@
+"""The training loop: data -> jitted step -> logs, sample grids and checkpoints.
+
+Resumable: the state and the data position come from the latest checkpoint of the
+workdir, so rerunning the same command continues where it stopped. Nothing waits on the
+device between log points; batches are prepared one step ahead on a background thread.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from skipdit_jax import config_check, data, diffusion as dfn, models
+from skipdit_jax.train import checkpoint, optim, perf, writers
+from skipdit_jax.train.guard import GuardedStep
+from skipdit_jax.train.preemption import PreemptionWatcher
+from skipdit_jax.train.state import TrainState
+from skipdit_jax.train.step import train_step
+
+# on_sample(step, ema_params) -> a uint8 (H, W, C) grid for TensorBoard (or None).
+SampleHook = Callable[[int, Any], Optional[np.ndarray]]
+
+
+def build_model(config: ml_collections.ConfigDict) -> models.DiT:
+  """The DiT of `config.model.name`, with `config.model.*` and `config.data.*` overriding."""
+  return models.create(config.model.name, **config_check.model_fields(config))
+
+
+def build_diffusion(config: ml_collections.ConfigDict) -> dfn.Diffusion:
+  return dfn.Diffusion.create(dfn.betas_for(config.diffusion.schedule,
+                                            config.diffusion.num_train_steps))
+
+
+def init_state(config: ml_collections.ConfigDict, model: models.DiT, tx) -> TrainState:
+  """Fresh state from `config.seed` (params and the step rng come from separate keys)."""
+  init_key, step_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  return TrainState.create(models.init_params(model, init_key), tx, step_key)
+
+
+def abstract_state(config: ml_collections.ConfigDict, model: models.DiT) -> TrainState:
+  """Shapes and dtypes of the train state, nothing allocated (for restoring)."""
+  tx = optim.make_optimizer(config.train)
+  return jax.eval_shape(lambda: init_state(config, model, tx))
+
+
+class _AotJit:
+  """`jax.jit` that compiles ahead of time on the first call and keeps the executable,
+  so its XLA cost analysis describes exactly the program that runs."""
+
+  def __init__(self, fn: Callable, **jit_kwargs):
+    self.jitted = jax.jit(fn, **jit_kwargs)
+    self.compiled = None
+
+  def __call__(self, *args):
+    if self.compiled is None:
+      self.compiled = self.jitted.lower(*args).compile()
+    return self.compiled(*args)
+
+
+class _Prefetcher:
+  """Yields device batches from a BatchIterator, `depth` ahead, from a daemon thread."""
+
+  def __init__(self, it: data.BatchIterator, depth: int = 2):
+    self._queue: queue.Queue = queue.Queue(maxsize=depth)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, args=(it,), daemon=True)
+    self._thread.start()
+
+  def _run(self, it):
+    try:
+      while not self._stop.is_set():
+        b = next(it)
+        item = (jax.device_put(b["image"]), jax.device_put(b["label"]))
+        while not self._stop.is_set():
+          try:
+            self._queue.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+    except Exception as e:  # surfaced on the training thread by next()
+      self._queue.put(e)
+
+  def next(self):
+    item = self._queue.get()
+    if isinstance(item, Exception):
+      raise item
+    return item
+
+  def close(self):
+    self._stop.set()
+    self._thread.join(timeout=5)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *,
+          on_sample: Optional[SampleHook] = None) -> tuple[dict[str, Any], TrainState]:
+  """Trains to `config.train.num_steps`, resuming from `workdir`.
+
+  Returns (summary, final state): the summary holds steps, times, images/s, FLOP/s and
+  the final loss (JSON-ready); the final checkpoint is saved before returning.
+  `on_sample(step, ema_params)` runs every `train.sample_every` steps and at the end.
+  """
+  tc = config.train
+  images, labels, num_classes = data.load_source(config.data.name)
+  config_check.check_data_shape(config, images.shape, num_classes)
+  model = build_model(config)
+  diffusion = build_diffusion(config)
+  tx = optim.make_optimizer(tc)
+  schedule = optim.lr_schedule(tc)
+
+  ckpt = checkpoint.Checkpointer(workdir, keep=tc.get("ckpt_keep", 3),
+                                 keep_every=tc.get("ckpt_keep_every", 0),
+                                 async_save=tc.get("ckpt_async", True))
+  state = init_state(config, model, tx)
+  restored = ckpt.restore(state)
+  meta: dict[str, Any] = {}
+  if restored is not None:
+    state, meta = restored
+    logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
+  checkpoint.save_config(config, workdir)
+  start_step = int(state.step)
+  position = int(meta.get("data", {}).get("position", start_step))
+  it = data.BatchIterator(images, labels, tc.batch_size, config.seed,
+                          random_flip=config.data.random_flip, start_position=position)
+
+  def raw_step(s, x, y):
+    return train_step(s, x, y, model=model, diffusion=diffusion, tx=tx, schedule=schedule,
+                      ema_decay=tc.ema_decay)
+  aot: dict[str, _AotJit] = {}
+
+  def make_jit(fn, **kw):
+    aot["step"] = _AotJit(fn, **kw)
+    return aot["step"]
+  step_fn = GuardedStep(raw_step, tc.get("nonfinite", "skip"), jit=make_jit)
+  step_fn.restore(meta.get("guard"))
+
+  writer = writers.create_writer(f"{workdir}/tensorboard")
+  if start_step == 0:
+    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+  n_dev = jax.device_count()
+  peak = perf.peak_flops()
+  total = tc.num_steps
+  summary: dict[str, Any] = {"start_step": start_step, "steps": start_step}
+  if start_step >= total:
+    logging.info("workdir already holds step %d >= train.num_steps=%d; nothing to train",
+                 start_step, total)
+    ckpt.close()
+    writer.close()
+    summary.update(train_time_s=0.0, img_per_s=None, final_loss=meta.get("loss"))
+    return summary, state
+
+  def save(step_now: int, loss: float | None):
+    step_fn.check()  # never write a state frozen by a non-finite step
+    ckpt.save(step_now, state, {"data": {"position": position + step_now - start_step},
+                                "guard": step_fn.counters(), "loss": loss})
+
+  prefetch = _Prefetcher(it)
+  pending: list[dict] = []
+  flops = None
+  t_start = time.perf_counter()
+  t_log, step_log, t_first, loss = t_start, start_step, None, None
+  step = start_step
+  preempted = False
+  t_paused = 0.0
+  try:
+    with PreemptionWatcher() as watcher:
+      while step < total:
+        x, y = prefetch.next()
+        state, metrics = step_fn(state, x, y)
+        step += 1
+        pending.append(metrics)
+        if t_first is None:  # the first call compiled; time the rest only
+          jax.block_until_ready(metrics)
+          t_first = time.perf_counter()
+          flops = perf.compiled_flops(aot["step"].compiled)
+          logging.info("compiled the train step in %.1fs (%s GFLOP per step)",
+                       t_first - t_start, f"{flops / 1e9:.3f}" if flops else "?")
+          t_log, step_log = t_first, step
+          pending = []
+        last = step == total
+        if pending and (step % tc.log_every == 0 or last):
+          means = {k: float(np.mean([m[k] for m in jax.device_get(pending)]))
+                   for k in pending[0]}
+          now = time.perf_counter()
+          rate = (step - step_log) / max(now - t_log, 1e-9)
+          scalars = dict(means, steps_per_s=rate, images_per_s=rate * tc.batch_size)
+          if flops:
+            scalars["tflops_per_device"] = flops * rate / n_dev / 1e12
+            if peak:
+              scalars["mfu"] = flops * rate / n_dev / peak
+          writer.write_scalars(step, scalars)
+          loss = means["loss"]
+          logging.info("step %d/%d  loss %.4f  %.1f img/s  %s  ETA %s", step, total, loss,
+                       rate * tc.batch_size,
+                       (f"{scalars['tflops_per_device'] * 1e3:.1f} GFLOP/s/device"
+                        + (f" MFU {scalars['mfu']:.1%}" if "mfu" in scalars else ""))
+                       if flops else "", perf.format_duration((total - step) / rate))
+          pending, t_log, step_log = [], now, step
+        t_pause = time.perf_counter()
+        if on_sample and (step % tc.sample_every == 0 or last):
+          grid = on_sample(step, state.ema_params)
+          if grid is not None:
+            writer.write_images(step, {"samples": grid[None]})
+        if step % tc.ckpt_every == 0 or last:
+          save(step, loss)
+        paused = time.perf_counter() - t_pause  # sampling and saving are not train speed
+        t_log += paused
+        t_paused += paused
+        if not last and watcher.should_stop(step):
+          save(step, loss)
+          preempted = True
+          break
+  finally:
+    prefetch.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.flush()
+    writer.close()
+  t_end = time.perf_counter()
+  timed = step - start_step - 1
+  rate = timed / (t_end - t_first - t_paused) if t_first and timed > 0 else None
+  summary.update(
+      steps=step, preempted=preempted, train_time_s=t_end - t_start,
+      compile_s=(t_first - t_start) if t_first else None,
+      img_per_s=rate * tc.batch_size if rate else None,
+      gflop_per_step=flops / 1e9 if flops else None,
+      gflops_per_device=flops * rate / n_dev / 1e9 if flops and rate else None,
+      final_loss=loss, skipped_steps=step_fn.counters()["skipped"],
+      sample_and_save_s=t_paused)
+  return summary, state
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out

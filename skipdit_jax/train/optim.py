@@ -1,0 +1,41 @@
+"""AdamW with linear warm-up, a constant or cosine schedule and global-norm clipping."""
+from __future__ import annotations
+
+import jax
+import ml_collections
+import optax
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
+  """lr(step): linear 0 -> train.lr over train.warmup_steps, then constant or cosine to 0.
+
+  optax evaluates the schedule at the update count before incrementing, so update k
+  (0-based) uses lr(k) = lr * k / warmup_steps during warm-up.
+  """
+  lr, warm, total = float(train.lr), int(train.warmup_steps), int(train.num_steps)
+  if train.lr_schedule == "constant":
+    after = optax.constant_schedule(lr)
+  elif train.lr_schedule == "cosine":
+    after = optax.cosine_decay_schedule(lr, decay_steps=max(total - warm, 1))
+  else:
+    raise ValueError(f"config.train.lr_schedule={train.lr_schedule!r}; use one of "
+                     f"{list(LR_SCHEDULES)}")
+  if warm <= 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), after], [warm])
+
+
+def _decay_mask(params):
+  # Decay matrices only; biases, norms and 1-D tables are left alone (the usual AdamW use).
+  return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """optax chain: optional clip_by_global_norm(train.grad_clip), then AdamW."""
+  adamw = optax.adamw(lr_schedule(train), b1=float(train.b1), b2=float(train.b2),
+                      weight_decay=float(train.weight_decay), mask=_decay_mask)
+  if train.grad_clip and train.grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(float(train.grad_clip)), adamw)
+  return adamw
