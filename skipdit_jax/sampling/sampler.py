@@ -36,6 +36,10 @@ class Sampler:
     if plan.depth != model.depth:
       raise ValueError(f"the plan was built for depth {plan.depth}, the model has "
                        f"model.depth={model.depth}.")
+    if getattr(model, "scan_blocks", False) and plan.policy != "none":
+      # Caches read and replace per-block values; a scanned block stack hides them.
+      raise ValueError(f"sample.cache.policy={plan.policy!r} needs model.scan_blocks=False "
+                       "(the cache seam is the per-block forward).")
     self.model, self.diffusion, self.plan, self.solver = model, diffusion, plan, solver
     self.policy = policies.for_plan(plan)
     self.full_step = make_full_step(model, diffusion, solver, self.policy)
@@ -84,6 +88,23 @@ def get_sampler(model: Any, diffusion: D.Diffusion, plan: CachePlan,
       _SAMPLERS.popitem(last=False)
   _SAMPLERS.move_to_end(key)
   return _SAMPLERS[key]
+
+
+def options_from_config(sample: Any) -> dict:
+  """`generate` keyword arguments from `config.sample` (sampler, steps, eta, CFG and
+  the `sample.cache.*` plan); fields a config lacks keep their defaults."""
+  get = lambda c, k, d: c.get(k, d) if hasattr(c, "get") else getattr(c, k, d)
+  opts = dict(sampler=get(sample, "sampler", "ddim"), num_steps=get(sample, "num_steps", 50),
+              eta=get(sample, "eta", 0.0), cfg_scale=get(sample, "cfg_scale", 1.0),
+              guided_channels=get(sample, "guided_channels", None),
+              clip_denoised=get(sample, "clip_denoised", False))
+  cache = get(sample, "cache", None)
+  if cache is not None:
+    for key in ("policy", "interval", "k", "window", "forecast_order", "delta_blocks",
+                "delta_switch_t"):
+      if get(cache, key, None) is not None:
+        opts[key] = get(cache, key, None)
+  return opts
 
 
 def make_plan(model: Any, diffusion: D.Diffusion, policy: str = "none", **cache) -> CachePlan:

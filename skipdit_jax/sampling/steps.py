@@ -10,6 +10,7 @@ program serves every step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 import jax
@@ -84,6 +85,7 @@ def _model_time(diffusion: D.Diffusion, i: jax.Array, batch: int) -> jax.Array:
   return D.model_timesteps(diffusion, jnp.full((batch,), i, jnp.int32))
 
 
+@functools.lru_cache(maxsize=64)
 def make_full_step(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
                    policy: Any) -> Callable:
   """jit(full_step)(params, x, i, y, rng, cache) -> (x_prev, cache).
@@ -101,6 +103,7 @@ def make_full_step(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
   return jax.jit(full_step)
 
 
+@functools.lru_cache(maxsize=64)
 def make_cached_step(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
                      policy: Any, variant: str) -> Callable:
   """jit(cached_step)(params, x, i, y, rng, cache, aux) -> x_prev.

@@ -1,0 +1,154 @@
+"""Cache policies: no cached step => the plain sampler bit for bit; a cached step right
+after a full step at the same (x, t) reproduces it; each cached step computes only the
+blocks it claims (XLA FLOP counts against separately compiled single blocks)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from skipdit_jax import diffusion as D
+from skipdit_jax import sampling
+from skipdit_jax.models import DiT
+from skipdit_jax.sampling import SolverConfig
+from skipdit_jax.sampling.policies import forecast_weights
+
+import tiny_models
+
+BASE = D.Diffusion.create(D.betas_for("linear", 1000))
+STEPS = 6
+SPACED = D.respace(BASE, STEPS)
+SKIP_POLICIES = ("skip_cache", "skip_cache_forecast", "fora", "delta_dit")
+
+
+@pytest.fixture(scope="module")
+def skipdit():
+  return tiny_models.tiny(long_skip=True, width=64)
+
+
+@pytest.fixture(scope="module")
+def dit():
+  return tiny_models.tiny(long_skip=False, width=64, seed=1)
+
+
+def _sampler(model, policy, interval, solver=SolverConfig(cfg_scale=2.0)):
+  plan = sampling.make_plan(model, SPACED, policy, interval=interval, k=1,
+                            delta_switch_t=500)
+  return sampling.get_sampler(model, SPACED, plan, solver)
+
+
+def _inputs(model, n=2):
+  x = jax.random.normal(jax.random.key(3), (n, model.input_size, model.input_size,
+                                            model.in_channels))
+  return x, jnp.arange(n, dtype=jnp.int32) % 5, jax.random.key(4)
+
+
+def _cases():
+  return [("skipdit", p) for p in SKIP_POLICIES] + [("dit", "deep_cache"), ("dit", "fora")]
+
+
+@pytest.mark.parametrize("which,policy", _cases())
+def test_no_cached_steps_is_bit_identical_to_plain(which, policy, request):
+  model, params = request.getfixturevalue(which)
+  x, y, rng = _inputs(model)
+  plain = _sampler(model, "none", 1).sample(params, x, y, rng)
+  cached = _sampler(model, policy, 1)
+  assert cached.plan.num_cached == 0
+  np.testing.assert_array_equal(np.asarray(cached.sample(params, x, y, rng)),
+                                np.asarray(plain))
+
+
+@pytest.mark.parametrize("which,policy", _cases())
+def test_cached_step_after_full_step_reproduces_it(which, policy, request):
+  model, params = request.getfixturevalue(which)
+  s = _sampler(model, policy, 2)
+  x, y, rng = _inputs(model)
+  cache = s.empty_cache(params, x, y)
+  i = jnp.int32(2)
+  if policy == "skip_cache_forecast":
+    # Fill the history with two earlier full steps (at other x, t) first.
+    for j, xs in ((4, x * 0.5), (3, x * 1.5)):
+      _, cache = s.full_step(params, xs, jnp.int32(j), y, rng, cache)
+  want, cache = s.full_step(params, x, i, y, rng, cache)
+  aux = s.aux
+  if policy == "skip_cache_forecast":
+    t = SPACED.timestep_map
+    w = forecast_weights([t[4], t[3], t[2], t[2]], ["full"] * 3 + ["cached"], 2)
+    np.testing.assert_array_equal(w[3], [1, 0, 0])  # Lagrange weights at a node
+    aux = jnp.zeros_like(s.aux).at[2].set(w[3])
+  for variant, step in s.cached_steps.items():
+    got = step(params, x, i, y, rng, cache, aux)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5,
+                               err_msg=f"{policy} {variant}")
+
+
+def test_forecast_uses_its_weights(skipdit):
+  """Weights (0, 1, 0) reproduce plain Skip-Cache fed the previous full step's feature."""
+  model, params = skipdit
+  fc, sc = _sampler(model, "skip_cache_forecast", 2), _sampler(model, "skip_cache", 2)
+  x, y, rng = _inputs(model)
+  hist = fc.empty_cache(params, x, y)
+  _, hist = fc.full_step(params, x * 0.5, jnp.int32(4), y, rng, hist)
+  _, old = sc.full_step(params, x * 0.5, jnp.int32(4), y, rng, sc.empty_cache(params, x, y))
+  _, hist = fc.full_step(params, x, jnp.int32(3), y, rng, hist)
+  aux = jnp.zeros_like(fc.aux).at[2].set(jnp.array([0.0, 1.0, 0.0]))
+  got = fc.cached_steps["cached"](params, x, jnp.int32(2), y, rng, hist, aux)
+  want = sc.cached_steps["cached"](params, x, jnp.int32(2), y, rng, old, sc.aux)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def _flops(fn, *args):
+  cost = fn.lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"])
+
+
+def _probe_flops(model, params, n):
+  """FLOPs of one block, one skip fusion, and one block's attention + MLP branches,
+  each compiled on its own: the units the policies claim to skip."""
+  t_, d = model.num_tokens, model.hidden_size
+  h, c = jnp.ones((n, t_, d)), jnp.ones((n, d))
+  run = lambda mod, h, c, sk, a, b: mod.run_blocks(h, c, sk, a, b)[0]
+  f = lambda a, b, sk: jax.jit(lambda p, h, c, sk: model.apply(
+      {"params": p}, h, c, sk, a, b, method=run))
+  block = _flops(f(0, 1, ()), params, h, c, ())
+  fusion = 0.0
+  if model.long_skip:
+    half = model.depth // 2
+    fusion = _flops(f(half, half + 1, (h,)), params, h, c, (h,)) - block
+
+  def branch(name):
+    def fn(mod, h, shift, scale):
+      return getattr(mod.blocks[0], name)(h, shift, scale)
+    return _flops(jax.jit(lambda p, h, a, b: model.apply({"params": p}, h, a, b,
+                                                          method=fn)), params, h, c, c)
+  br = branch("attn_branch") + branch("mlp_branch")
+  return block, fusion, br
+
+
+@pytest.mark.parametrize("which", ["skipdit", "dit"])
+def test_cached_steps_compute_only_the_blocks_they_claim(which, request):
+  model, params = request.getfixturevalue(which)
+  x, y, rng = _inputs(model)
+  n2 = 2 * x.shape[0]  # guided: cond and null halves
+  block, fusion, branches = _probe_flops(model, params, n2)
+  L, half, k = model.depth, model.depth // 2, 1
+  policies = SKIP_POLICIES if model.long_skip else ("deep_cache", "fora")
+  for policy in policies:
+    s = _sampler(model, policy, 2)
+    cache = s.empty_cache(params, x, y)
+    full = _flops(s.full_step, params, x, jnp.int32(2), y, rng, cache)
+    m = s.plan.delta_blocks
+    claims = {  # FLOPs a cached step saves against a full step
+        "skip_cache": (L - 2 * k) * block + (half - k) * fusion,
+        "skip_cache_forecast": (L - 2 * k) * block + (half - k) * fusion,
+        "deep_cache": (L - k) * block,
+        "fora": L * branches,
+        "front": m * block,
+        "rear": m * block + min(m, half) * fusion,
+    }
+    for variant, step in s.cached_steps.items():
+      cached = _flops(step, params, x, jnp.int32(2), y, rng, cache, s.aux)
+      saved = claims[variant if policy == "delta_dit" else policy]
+      # Within 5 % of one block: a stray or missing block would be off by 100 %.
+      assert abs((full - cached) - saved) < 0.05 * block, (
+          policy, variant, full, cached, saved, block)
