@@ -97,11 +97,17 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
     out[f"sample{suffix}_steady_s"] = steady_s
     out[f"samples{suffix}_file"] = stem + ".npz"
     if cached:
+      from skipdit_jax.sampling import describe, plan_for
+      _, plan = plan_for(model, diffusion, **kw)
+      print(describe(plan), flush=True)
       out["cache_policy"] = kw.get("policy")
+      out["cache_ideal_speedup"] = plan.ideal_speedup
     if scorer is not None:
       out[f"class_accuracy{suffix}"] = class_accuracy.class_accuracy(scorer, imgs, labels)
   if "sample_cached_steady_s" in out:
     out["cache_speedup"] = out["sample_steady_s"] / out["sample_cached_steady_s"]
+    print(f"cache speedup: measured {out['cache_speedup']:.2f}x, ideal "
+          f"{out['cache_ideal_speedup']:.2f}x (block counts)", flush=True)
   return out
 
 

@@ -134,8 +134,7 @@ def _check_window(window: Sequence[int]) -> tuple[int, int]:
 
 def describe(plan: CachePlan) -> str:
   """A few human lines: policy, schedule, the step pattern, block counts, ideal speedup."""
-  marks = "".join("F" if a == FULL else a[0].upper() if a in ("front", "rear") else "c"
-                  for a in plan.actions)
+  marks = "".join("F" if a == FULL else a[0] for a in plan.actions)
   lines = [f"cache plan: policy={plan.policy} interval N={plan.interval} k={plan.k} "
            f"window=[{plan.window[0]}, {plan.window[1]}) steps={plan.num_steps} "
            f"(full {plan.num_steps - plan.num_cached}, cached {plan.num_cached})"]
@@ -143,8 +142,8 @@ def describe(plan: CachePlan) -> str:
     lines.append(f"  forecast order {plan.forecast_order} (finite differences in t)")
   if plan.policy == "delta_dit":
     lines.append(f"  delta over {plan.delta_blocks} blocks: rear while t >= "
-                 f"{plan.delta_switch_t}, front after (F=front, R=rear)")
-  lines.append(f"  steps (F=full, c=cached): {marks}")
+                 f"{plan.delta_switch_t}, front after (f=front, r=rear)")
+  lines.append(f"  steps (F=full, c/f/r=cached): {marks}")
   lines.append(f"  blocks per step: full {plan.depth}, cached "
                f"{min(plan.cost) if plan.num_cached else '-'}; "
                f"ideal speedup {plan.ideal_speedup:.3f}x")

@@ -114,6 +114,19 @@ def make_plan(model: Any, diffusion: D.Diffusion, policy: str = "none", **cache)
                           long_skip=model.long_skip, **cache)
 
 
+def plan_for(model: Any, diffusion: D.Diffusion,
+             num_steps: Union[int, str, Sequence[int]] = 50, *, policy: str = "none",
+             interval: int = 1, k: int = 1, window: Sequence[int] = (0, 1000),
+             forecast_order: int = 2, delta_blocks: int = 0, delta_switch_t: int = 500,
+             **unused) -> tuple[D.Diffusion, CachePlan]:
+  """(respaced diffusion, plan) exactly as `generate` builds them; extra keyword
+  arguments (sampler, eta, ...) are ignored, so `generate`'s kwargs can be passed."""
+  spaced = D.respace(diffusion, num_steps)
+  return spaced, make_plan(model, spaced, policy, interval=interval, k=k,
+                           window=tuple(window), forecast_order=forecast_order,
+                           delta_blocks=delta_blocks, delta_switch_t=delta_switch_t)
+
+
 def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
              rng: jax.Array, *, sampler: str = "ddim",
              num_steps: Union[int, str, Sequence[int]] = 50, eta: float = 0.0,
@@ -141,10 +154,9 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
   """
   solver = SolverConfig(sampler=sampler, eta=float(eta), cfg_scale=float(cfg_scale),
                         guided_channels=guided_channels, clip_denoised=clip_denoised)
-  spaced = D.respace(diffusion, num_steps)
-  plan = make_plan(model, spaced, policy, interval=interval, k=k, window=tuple(window),
-                   forecast_order=forecast_order, delta_blocks=delta_blocks,
-                   delta_switch_t=delta_switch_t)
+  spaced, plan = plan_for(model, diffusion, num_steps, policy=policy, interval=interval,
+                          k=k, window=window, forecast_order=forecast_order,
+                          delta_blocks=delta_blocks, delta_switch_t=delta_switch_t)
   labels = jnp.asarray(labels, jnp.int32)
   if labels.ndim != 1:
     raise ValueError(f"labels must be (N,) ints, got shape {labels.shape}")
