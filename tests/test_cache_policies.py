@@ -152,3 +152,16 @@ def test_cached_steps_compute_only_the_blocks_they_claim(which, request):
       # Within 5 % of one block: a stray or missing block would be off by 100 %.
       assert abs((full - cached) - saved) < 0.05 * block, (
           policy, variant, full, cached, saved, block)
+
+
+def test_fused_runs_match_the_step_loop(skipdit):
+  from skipdit_jax.sampling.sampler import plan_runs
+  model, params = skipdit
+  plan = sampling.make_plan(model, SPACED, "skip_cache_forecast", interval=2,
+                            window=(0, 600))
+  assert plan_runs(plan.actions) == [(("full",), 0, 1), (("full", "cached"), 1, 2),
+                                     (("full",), 5, 1)]
+  s = sampling.get_sampler(model, SPACED, plan, SolverConfig(cfg_scale=2.0))
+  x, y, rng = _inputs(model)
+  np.testing.assert_allclose(np.asarray(s.sample_fused(params, x, y, rng)),
+                             np.asarray(s.sample(params, x, y, rng)), rtol=1e-5, atol=1e-5)

@@ -17,8 +17,9 @@ import numpy as np
 from skipdit_jax import diffusion as D
 from skipdit_jax.sampling import policies
 from skipdit_jax.sampling.cache_plan import FULL, CachePlan
-from skipdit_jax.sampling.steps import (SolverConfig, check_model, make_cached_step,
-                                        make_full_step, model_inputs)
+from skipdit_jax.sampling.steps import (SolverConfig, cached_step_fn, check_model,
+                                        full_step_fn, make_cached_step, make_full_step,
+                                        model_inputs)
 
 
 class Sampler:
@@ -50,6 +51,7 @@ class Sampler:
     self.aux = jnp.asarray(self.policy.aux_table(plan)[::-1])
     self.indices = [jnp.asarray(s - 1 - j, jnp.int32) for j in range(s)]
     self._cache_shapes: dict = {}
+    self._runs: dict = {}
 
   def empty_cache(self, params, x: jax.Array, y: jax.Array):
     """Zeros shaped like the policy's cache for this batch (shapes traced once)."""
@@ -73,6 +75,56 @@ class Sampler:
       else:
         x = self.cached_steps[action](params, x, i, y, rng, cache, self.aux)
     return x
+
+  def sample_fused(self, params, x: jax.Array, y: jax.Array, rng: jax.Array) -> jax.Array:
+    """As `sample`, but each run of identical plan segments (a full step and the cached
+    steps after it) is one compiled `fori_loop`: a handful of dispatches per sample
+    instead of one per step, for devices where dispatch costs show."""
+    cache = self.empty_cache(params, x, y)
+    for pattern, start, count in plan_runs(self.plan.actions):
+      x, cache = self._run_fn(pattern)(params, x, cache, y, rng, self.aux,
+                                       jnp.int32(start), jnp.int32(count))
+    return x
+
+  def _run_fn(self, pattern: tuple[str, ...]):
+    if pattern not in self._runs:
+      s = self.plan.num_steps
+      full = full_step_fn(self.model, self.diffusion, self.solver, self.policy)
+      cached = {v: cached_step_fn(self.model, self.diffusion, self.solver, self.policy, v)
+                for v in set(pattern) - {FULL}}
+
+      def run(params, x, cache, y, rng, aux, start, count):
+        def segment(u, carry):
+          x, cache = carry
+          for o, action in enumerate(pattern):
+            i = s - 1 - (start + u * len(pattern) + o)
+            if action == FULL:
+              x, cache = full(params, x, i, y, rng, cache)
+            else:
+              x = cached[action](params, x, i, y, rng, cache, aux)
+          return x, cache
+        return jax.lax.fori_loop(0, count, segment, (x, cache))
+      self._runs[pattern] = jax.jit(run)
+    return self._runs[pattern]
+
+
+def plan_runs(actions: Sequence[str]) -> list[tuple[tuple[str, ...], int, int]]:
+  """Splits a plan into segments (a full step, then its cached steps) and merges equal
+  neighbours: [(pattern, first step, repeat count), ...] in execution order."""
+  segments, j = [], 0
+  while j < len(actions):
+    end = j + 1
+    while end < len(actions) and actions[end] != FULL:
+      end += 1
+    segments.append((tuple(actions[j:end]), j))
+    j = end
+  runs: list[tuple[tuple[str, ...], int, int]] = []
+  for pattern, start in segments:
+    if runs and runs[-1][0] == pattern:
+      runs[-1] = (pattern, runs[-1][1], runs[-1][2] + 1)
+    else:
+      runs.append((pattern, start, 1))
+  return runs
 
 
 _SAMPLERS: "collections.OrderedDict[tuple, Sampler]" = collections.OrderedDict()
@@ -101,7 +153,7 @@ def options_from_config(sample: Any) -> dict:
   cache = get(sample, "cache", None)
   if cache is not None:
     for key in ("policy", "interval", "k", "window", "forecast_order", "delta_blocks",
-                "delta_switch_t"):
+                "delta_switch_t", "fused"):
       if get(cache, key, None) is not None:
         opts[key] = get(cache, key, None)
   return opts
@@ -133,7 +185,7 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
              cfg_scale: float = 1.0, guided_channels: Optional[int] = None,
              clip_denoised: bool = False, policy: str = "none", interval: int = 1,
              k: int = 1, window: Sequence[int] = (0, 1000), forecast_order: int = 2,
-             delta_blocks: int = 0, delta_switch_t: int = 500,
+             delta_blocks: int = 0, delta_switch_t: int = 500, fused: bool = False,
              noise: Optional[jax.Array] = None) -> np.ndarray:
   """Samples images for `labels` from a DiT / Skip-DiT, optionally with a cache.
 
@@ -148,6 +200,8 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
       guided_channels: guide only the first C' eps channels (DiT's sampler uses 3).
     policy, interval, k, window, forecast_order, delta_blocks, delta_switch_t: the
       cache plan (see `CachePlan.create`; `config.sample.cache.*`). Default: no cache.
+    fused: run the plan as a few compiled `fori_loop`s over its repeating segments
+      (`Sampler.sample_fused`) instead of one dispatch per step.
     noise: optional (N, H, W, C) x_T to use instead of drawing it from `rng`.
   Returns:
     (N, H, W, C) float32 numpy samples in the data scale (≈ [-1, 1]; not clipped).
@@ -165,5 +219,6 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
   x = jax.random.normal(noise_key, shape, jnp.float32) if noise is None else jnp.asarray(noise)
   if x.shape != shape:
     raise ValueError(f"noise has shape {x.shape}, expected {shape}")
-  out = get_sampler(model, spaced, plan, solver).sample(params, x, labels, step_key)
+  smp = get_sampler(model, spaced, plan, solver)
+  out = (smp.sample_fused if fused else smp.sample)(params, x, labels, step_key)
   return np.asarray(jax.device_get(out))

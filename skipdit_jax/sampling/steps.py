@@ -85,10 +85,9 @@ def _model_time(diffusion: D.Diffusion, i: jax.Array, batch: int) -> jax.Array:
   return D.model_timesteps(diffusion, jnp.full((batch,), i, jnp.int32))
 
 
-@functools.lru_cache(maxsize=64)
-def make_full_step(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
-                   policy: Any) -> Callable:
-  """jit(full_step)(params, x, i, y, rng, cache) -> (x_prev, cache).
+def full_step_fn(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
+                 policy: Any) -> Callable:
+  """full_step(params, x, i, y, rng, cache) -> (x_prev, cache), not yet jitted.
 
   x: (N, H, W, C); i: () int32 respaced index; y: (N,) int labels; rng: a key;
   cache: the policy's cache pytree (its previous value matters only to policies
@@ -100,22 +99,36 @@ def make_full_step(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
     out, cache = model.apply({"params": params}, xin, t, yin, drop, cache,
                              method=policy.full)
     return solve(diffusion, solver, model.learn_sigma, out, x, i, rng), cache
-  return jax.jit(full_step)
+  return full_step
 
 
-@functools.lru_cache(maxsize=64)
-def make_cached_step(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
-                     policy: Any, variant: str) -> Callable:
-  """jit(cached_step)(params, x, i, y, rng, cache, aux) -> x_prev.
+def cached_step_fn(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
+                   policy: Any, variant: str) -> Callable:
+  """cached_step(params, x, i, y, rng, cache, aux) -> x_prev, not yet jitted.
 
   Runs only the policy's cheap path (`variant` picks among a policy's static
   shapes, e.g. Δ-DiT's front or rear range); `aux` holds per-step host-computed
   tables (e.g. forecast weights, indexed by `i` inside).
   """
+  method = policy.cached_method(variant)
+
   def cached_step(params, x, i, y, rng, cache, aux):
     xin, yin, drop = model_inputs(x, y, solver)
     t = _model_time(diffusion, i, xin.shape[0])
-    out = model.apply({"params": params}, xin, t, yin, drop, cache, i, aux,
-                      method=policy.cached_method(variant))
+    out = model.apply({"params": params}, xin, t, yin, drop, cache, i, aux, method=method)
     return solve(diffusion, solver, model.learn_sigma, out, x, i, rng)
-  return jax.jit(cached_step)
+  return cached_step
+
+
+@functools.lru_cache(maxsize=64)
+def make_full_step(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
+                   policy: Any) -> Callable:
+  """The compiled full step (see `full_step_fn`)."""
+  return jax.jit(full_step_fn(model, diffusion, solver, policy))
+
+
+@functools.lru_cache(maxsize=64)
+def make_cached_step(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
+                     policy: Any, variant: str) -> Callable:
+  """The compiled cached step (see `cached_step_fn`)."""
+  return jax.jit(cached_step_fn(model, diffusion, solver, policy, variant))
