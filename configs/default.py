@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.learn_sigma = False
   c.model.class_dropout_prob = 0.1
   c.model.dtype = "float32"         # compute dtype: float32 | bfloat16 (params stay float32)
+  c.model.scan_blocks = False       # lax.scan over stacked blocks (large models; compile time)
+  c.model.remat = "none"            # none | full | dots | dots_no_batch (activation memory)
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"            # digits | mnist5k | fashion_mnist

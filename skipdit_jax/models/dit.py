@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from skipdit_jax.models import scan
 from skipdit_jax.models.blocks import DiTBlock, FinalLayer, SkipFusion
 from skipdit_jax.models.layers import LabelEmbedder, TimestepEmbedder, dense, sincos_2d
 
@@ -35,6 +36,8 @@ class DiT(nn.Module):
   learn_sigma: bool = True
   long_skip: bool = False
   dtype: str = "float32"
+  scan_blocks: bool = False  # stacked blocks under lax.scan (models/scan.py)
+  remat: str = "none"        # none | full | dots | dots_no_batch (models/scan.py)
 
   @property
   def out_channels(self) -> int:
@@ -51,10 +54,15 @@ class DiT(nn.Module):
     self.t_embedder = TimestepEmbedder(self.hidden_size, dt)
     self.y_embedder = LabelEmbedder(self.num_classes, self.hidden_size,
                                     self.class_dropout_prob, dt)
-    self.blocks = [DiTBlock(self.hidden_size, self.num_heads, self.mlp_ratio, dt)
-                   for _ in range(self.depth)]
-    if self.long_skip:
-      self.skip_fusions = [SkipFusion(self.hidden_size, dt) for _ in range(self.depth // 2)]
+    if self.scan_blocks:
+      self.block_stack = scan.BlockStack(self.hidden_size, self.num_heads, self.mlp_ratio,
+                                         self.depth, self.long_skip, self.remat, dt)
+    else:
+      block = scan.maybe_remat(DiTBlock, self.remat)
+      self.blocks = [block(self.hidden_size, self.num_heads, self.mlp_ratio, dt)
+                     for _ in range(self.depth)]
+      if self.long_skip:
+        self.skip_fusions = [SkipFusion(self.hidden_size, dt) for _ in range(self.depth // 2)]
     self.final_layer = FinalLayer(self.hidden_size,
                                   self.patch_size ** 2 * self.out_channels, dt)
 
@@ -85,6 +93,8 @@ class DiT(nn.Module):
   def run_blocks(self, h: jax.Array, c: jax.Array, skips: Skips, start: int,
                  stop: int) -> tuple[jax.Array, Skips]:
     """Blocks start..stop-1. Shallow blocks push their output; deep blocks pop and fuse."""
+    if self.scan_blocks:
+      return self.block_stack(h, c, skips, start, stop)
     half = self.depth // 2
     for i in range(start, stop):
       if self.long_skip and i >= half:
