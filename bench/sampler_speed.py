@@ -1,0 +1,116 @@
+"""Skip-Cache sampler speed: full vs cached 50-step DDIM, measured against the ideal.
+
+Default: Skip-DiT S/4 on 32x32x4 inputs, batch 8, 50 DDIM steps, k = 1, N = 2, 3, 4,
+every time from this one process. Runs are interleaved (full, N=2, N=3, N=4, full, ...)
+and the fastest of `--repeats` is kept, so a load spike hits all configurations alike.
+Prints one line per N and ends with a JSON line:
+  {"speedups": [{"N": 2, "k": 1, "measured": ..., "ideal": ...}, ...], ...}
+
+  python bench/sampler_speed.py [--fused] [--repeats 3] [--model SkipDiT-S/4]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from skipdit_jax import diffusion as D
+from skipdit_jax import models, sampling
+
+
+def _timed(fn, *args) -> float:
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - t0
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--model", default="SkipDiT-S/4")
+  ap.add_argument("--batch", type=int, default=8)
+  ap.add_argument("--steps", type=int, default=50)
+  ap.add_argument("--k", type=int, default=1)
+  ap.add_argument("--intervals", default="2,3,4")
+  ap.add_argument("--policy", default="skip_cache")
+  ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--fused", action="store_true", help="time Sampler.sample_fused")
+  ap.add_argument("--dtype", default="float32")
+  args = ap.parse_args()
+
+  model = models.create(args.model, input_size=32, in_channels=4, num_classes=1000,
+                        dtype=args.dtype)
+  params = jax.jit(lambda k: models.init_params(model, k))(jax.random.key(0))
+  # A fresh model is zero at the output; perturb so the numbers flow as in a trained one
+  # (the cost does not depend on it, the cache/no-cache agreement printed below does).
+  leaves, tree = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  params = jax.tree_util.tree_unflatten(
+      tree, [l + 0.02 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
+  base = D.Diffusion.create(D.betas_for("linear", 1000))
+  spaced = D.respace(base, args.steps)
+  solver = sampling.SolverConfig(sampler="ddim", eta=0.0, cfg_scale=1.0)
+  x = jax.random.normal(jax.random.key(2), (args.batch, 32, 32, 4))
+  y = jnp.arange(args.batch, dtype=jnp.int32) % 1000
+  rng = jax.random.key(3)
+
+  intervals = [int(n) for n in args.intervals.split(",")]
+  configs = {"full": sampling.make_plan(model, spaced, "none")}
+  for n in intervals:
+    configs[n] = sampling.make_plan(model, spaced, args.policy, interval=n, k=args.k)
+  runners, outputs = {}, {}
+  t_compile = time.perf_counter()
+  for name, plan in configs.items():
+    s = sampling.get_sampler(model, spaced, plan, solver)
+    runners[name] = s.sample_fused if args.fused else s.sample
+    outputs[name] = np.asarray(runners[name](params, x, y, rng))  # compile + warm up
+  t_compile = time.perf_counter() - t_compile
+
+  best = {name: float("inf") for name in configs}
+  for _ in range(args.repeats):
+    for name, run in runners.items():
+      best[name] = min(best[name], _timed(run, params, x, y, rng))
+
+  # One full and one cached step alone (the plain loop's programs), for the overhead.
+  s = sampling.get_sampler(model, spaced, configs[intervals[0]], solver)
+  cache = s.empty_cache(params, x, y)
+  i = jnp.int32(10)
+  _, cache = jax.block_until_ready(s.full_step(params, x, i, y, rng, cache))
+  step = s.cached_steps["cached"]
+  jax.block_until_ready(step(params, x, i, y, rng, cache, s.aux))
+  full_ms = min(_timed(s.full_step, params, x, i, y, rng, cache) for _ in range(5)) * 1e3
+  cached_ms = min(_timed(step, params, x, i, y, rng, cache, s.aux) for _ in range(5)) * 1e3
+
+  print(f"{args.model} batch {args.batch}, {args.steps} DDIM steps, policy {args.policy}, "
+        f"k={args.k}, {'fused fori_loop' if args.fused else 'step loop'}, "
+        f"{jax.devices()[0].device_kind}; load avg {os.getloadavg()[0]:.2f}")
+  print(f"full sampler {best['full']:.3f} s ({best['full'] / args.steps * 1e3:.1f} ms/step);"
+        f" one full step {full_ms:.1f} ms, one cached step {cached_ms:.1f} ms")
+  speedups = []
+  for n in intervals:
+    plan = configs[n]
+    measured = best["full"] / best[n]
+    diff = outputs[n] - outputs["full"]
+    rel = float(np.linalg.norm(diff) / np.linalg.norm(outputs["full"]))
+    speedups.append({"N": n, "k": args.k, "measured": round(measured, 4),
+                     "ideal": round(plan.ideal_speedup, 4),
+                     "fraction_of_ideal": round(measured / plan.ideal_speedup, 4),
+                     "cached_s": round(best[n], 4), "rel_diff_vs_full": round(rel, 5)})
+    print(f"N={n}: cached {best[n]:.3f} s, measured {measured:.2f}x, ideal "
+          f"{plan.ideal_speedup:.2f}x ({100 * measured / plan.ideal_speedup:.0f}% of ideal)")
+  result = {"bench": "sampler_speed", "model": args.model, "batch": args.batch,
+            "steps": args.steps, "policy": args.policy, "fused": args.fused,
+            "device": jax.devices()[0].device_kind, "platform": platform.node(),
+            "load_avg_1m": round(os.getloadavg()[0], 2), "compile_s": round(t_compile, 1),
+            "full_s": round(best["full"], 4), "full_step_ms": round(full_ms, 2),
+            "cached_step_ms": round(cached_ms, 2), "speedups": speedups}
+  print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+  main()
