@@ -76,6 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.sample.cache.forecast_order = 2  # skip_cache_forecast: 0, 1 or 2
   c.sample.cache.delta_blocks = 0   # delta_dit: blocks reused; 0 = depth - 2k
   c.sample.cache.delta_switch_t = 500  # delta_dit: rear blocks while t >= this, front after
+  c.sample.cache.fused = False      # True: one compiled fori_loop per run of plan segments
   # (main: after training, the final samples are drawn uncached and, when the policy is
   # not "none", also with this cache.)
 
