@@ -165,3 +165,18 @@ def test_fused_runs_match_the_step_loop(skipdit):
   x, y, rng = _inputs(model)
   np.testing.assert_allclose(np.asarray(s.sample_fused(params, x, y, rng)),
                              np.asarray(s.sample(params, x, y, rng)), rtol=1e-5, atol=1e-5)
+
+
+def test_fidelity_trace_follows_the_cached_trajectory(skipdit):
+  from skipdit_jax.sampling.trace import fidelity_trace
+  model, params = skipdit
+  s = _sampler(model, "skip_cache", 2)
+  x, y, rng = _inputs(model)
+  tr = fidelity_trace(s, params, x, y, rng)
+  np.testing.assert_array_equal(tr["x"], np.asarray(s.sample(params, x, y, rng)))
+  cached = tr["cached"]
+  assert cached.tolist() == [False, True] * 3
+  assert np.isnan(tr["cos_out"][~cached]).all()
+  for key in ("cos_out", "cos_feature"):
+    v = tr[key][cached]
+    assert np.all((v > 0.2) & (v < 1.0 + 1e-6)), (key, v)  # random weights: loose
