@@ -50,7 +50,7 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, *,
                             ema_params=ema_update(state.ema_params, params, ema_decay),
                             rng=rng)
   metrics = {k: v.mean() for k, v in losses.items()}
-  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["grad_norm"] = optax.tree.norm(grads)
   metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
   return new_state, metrics
 
