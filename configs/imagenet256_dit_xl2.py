@@ -1,0 +1,54 @@
+"""ImageNet 256x256 class-conditional DiT-XL/2 in SD-VAE latent space: the paper recipe.
+
+Latents: 32x32x4 (SD KL-f8 VAE, x0.18215), encoded once with
+  python -m skipdit_jax.encode_latents --source=tfds:imagenet2012 --vae=VAE.safetensors \
+      --out=$SKIPDIT_LATENTS_DIR
+(originals and mirrors stand in for random flips). Training: AdamW 1e-4 constant, no weight
+decay, no warm-up, global batch 256, EMA 0.9999, learned sigma, 1000 linear-beta steps.
+Sampling: 250-step DDPM, CFG 1.5, 50 images per class (50k for FID) from the EMA weights.
+`configs/imagenet256_skipdit_xl2.py` differs only in `model.long_skip`.
+
+Fine-tuning the released weights: `--config.train.init_from=DiT-XL-2-256x256.pt`; a DiT
+checkpoint into the Skip-DiT config is upcycled (new fusions), and
+`--config.train.trainable=skip_only` is stage 1 of the two-stage recipe (REFERENCE §6).
+"""
+import ml_collections
+
+from configs import default
+
+
+def get_config(long_skip: bool = False) -> ml_collections.ConfigDict:
+  c = default.get_config()
+  c.model.name = "SkipDiT-XL/2" if long_skip else "DiT-XL/2"
+  c.model.long_skip = long_skip
+  c.model.depth, c.model.hidden_size, c.model.num_heads, c.model.patch_size = 28, 1152, 16, 2
+  c.model.learn_sigma = True
+  c.model.class_dropout_prob = 0.1
+  c.model.dtype = "float32"          # the paper's precision; bfloat16 is ~2x faster
+  c.model.scan_blocks = True         # 28 blocks: scan keeps compile time short
+
+  c.data.name = "latents"            # reads $SKIPDIT_LATENTS_DIR (skipdit_jax/data/latents.py)
+  c.data.image_size, c.data.channels, c.data.num_classes = 32, 4, 1000
+  c.data.random_flip = False         # mirrors are encoded; flipping latents would be wrong
+
+  c.diffusion.schedule, c.diffusion.num_train_steps = "linear", 1000
+
+  c.train.batch_size = 256
+  c.train.num_steps = 7_000_000 if not long_skip else 2_900_000  # released checkpoints
+  c.train.lr, c.train.warmup_steps, c.train.lr_schedule = 1e-4, 0, "constant"
+  c.train.weight_decay = 0.0
+  c.train.grad_clip = 0.0            # DiT does not clip
+  c.train.b1, c.train.b2 = 0.9, 0.999
+  c.train.ema_decay = 0.9999
+  c.train.log_every, c.train.ckpt_every, c.train.sample_every = 100, 50_000, 50_000
+  c.train.ckpt_keep, c.train.ckpt_keep_every = 2, 500_000
+  c.train.init_from = ""             # official .pt/.safetensors to start from ("" = fresh)
+  c.train.trainable = "all"          # all | skip_only (stage 1 of upcycling a DiT)
+
+  c.sample.sampler, c.sample.num_steps, c.sample.eta = "ddpm", 250, 0.0
+  c.sample.cfg_scale = 1.5
+  c.sample.num_per_class, c.sample.batch_size = 50, 256
+  c.sample.grid_per_class = 0        # latent grids are not images without the VAE
+  c.eval.class_accuracy = False      # the digits classifier does not apply; FID is eval/'s
+  c.mesh.data, c.mesh.fsdp = -1, 1
+  return c
