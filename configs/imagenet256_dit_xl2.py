@@ -8,9 +8,9 @@ decay, no warm-up, global batch 256, EMA 0.9999, learned sigma, 1000 linear-beta
 Sampling: 250-step DDPM, CFG 1.5, 50 images per class (50k for FID) from the EMA weights.
 `configs/imagenet256_skipdit_xl2.py` differs only in `model.long_skip`.
 
-Fine-tuning the released weights: `--config.train.init_from=DiT-XL-2-256x256.pt`; a DiT
-checkpoint into the Skip-DiT config is upcycled (new fusions), and
-`--config.train.trainable=skip_only` is stage 1 of the two-stage recipe (REFERENCE §6).
+Starting from the released weights and the two-stage upcycling recipe (REFERENCE §6) use
+`models.init_from_official` / `models.with_trainable`; see docs/IMPORT.md (the trainer's
+`train.init_from` / `train.trainable` fields are not wired yet).
 """
 import ml_collections
 
@@ -42,8 +42,6 @@ def get_config(long_skip: bool = False) -> ml_collections.ConfigDict:
   c.train.ema_decay = 0.9999
   c.train.log_every, c.train.ckpt_every, c.train.sample_every = 100, 50_000, 50_000
   c.train.ckpt_keep, c.train.ckpt_keep_every = 2, 500_000
-  c.train.init_from = ""             # official .pt/.safetensors to start from ("" = fresh)
-  c.train.trainable = "all"          # all | skip_only (stage 1 of upcycling a DiT)
 
   c.sample.sampler, c.sample.num_steps, c.sample.eta = "ddpm", 250, 0.0
   c.sample.cfg_scale = 1.5
