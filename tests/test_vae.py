@@ -216,3 +216,15 @@ def test_image_size_must_be_a_multiple_of_the_factor():
   _, params = small_params()
   with pytest.raises(ValueError, match="multiple of 8"):
     V.encode_latents(SMALL, params, jnp.zeros((1, 20, 20, 3)))
+
+
+def test_architecture_is_read_from_the_shapes():
+  sd, _ = small_params()
+  vae = V.infer_vae(sd, norm_num_groups=8)
+  assert vae == SMALL
+  full = {V._torch_key(p): np.zeros(s[::-1] if len(s) == 2 else
+                                    (s[3], s[2], s[0], s[1]) if len(s) == 4 else s, np.int8)
+          for p, s in V._leaf_paths(V.AutoencoderKL()).items()}
+  assert V.infer_vae(full) == V.AutoencoderKL()
+  with pytest.raises(ValueError, match="not a diffusers AutoencoderKL"):
+    V.infer_vae({"decoder.conv_in.weight": np.zeros((1, 1, 1, 1))})

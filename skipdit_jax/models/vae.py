@@ -292,17 +292,36 @@ def vae_to_diffusers(params: dict) -> StateDict:
   return out
 
 
+def infer_vae(state_dict: StateDict, norm_num_groups: int = 32) -> AutoencoderKL:
+  """The AutoencoderKL whose shapes a diffusers state_dict has (GroupNorm groups are not
+  visible in shapes: 32 in every released SD VAE)."""
+  sd = state_dict
+  widths, i = [], 0
+  while f"encoder.down_blocks.{i}.resnets.0.conv1.weight" in sd:
+    widths.append(int(np.shape(sd[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"])[0]))
+    i += 1
+  layers = len({k.split(".")[4] for k in sd if k.startswith("encoder.down_blocks.0.resnets.")})
+  if not widths or "encoder.conv_in.weight" not in sd or "post_quant_conv.weight" not in sd:
+    raise ValueError("not a diffusers AutoencoderKL state_dict: expected encoder.conv_in, "
+                     "encoder.down_blocks.N.resnets.M and post_quant_conv keys")
+  return AutoencoderKL(in_channels=int(np.shape(sd["encoder.conv_in.weight"])[1]),
+                       latent_channels=int(np.shape(sd["post_quant_conv.weight"])[0]),
+                       block_out_channels=tuple(widths), layers_per_block=layers,
+                       norm_num_groups=norm_num_groups)
+
+
 def load_vae(path_or_state_dict: str | os.PathLike | StateDict, *,
              vae: AutoencoderKL | None = None, strict: bool = True
              ) -> tuple[AutoencoderKL, dict, LoadReport]:
   """Load a diffusers AutoencoderKL file (`.safetensors`, or `.bin` with torch).
 
-  Missing or misshaped keys raise (the model could not run); unexpected keys are logged
-  and returned in the report (`strict=False` also tolerates missing ones).
+  `vae=None` reads the architecture from the shapes (`infer_vae`). Missing or misshaped
+  keys raise (the model could not run); unexpected keys are logged and returned in the
+  report (`strict=False` also tolerates missing ones).
   """
-  vae = vae or AutoencoderKL()
   sd = (path_or_state_dict if isinstance(path_or_state_dict, dict)
         else load_state_dict(path_or_state_dict))
+  vae = vae or infer_vae(sd)
   params, report = vae_from_diffusers(sd, vae)
   if report.misshaped or (strict and report.missing):
     raise ValueError(f"VAE weights do not fit AutoencoderKL{vae.block_out_channels}: "
