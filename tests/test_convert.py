@@ -298,3 +298,20 @@ def test_init_from_official_upcycles_and_checks_fields():
   with pytest.raises(ValueError, match="Skip-DiT checkpoint"):
     models.init_from_official(official_dict(True), skip.clone(long_skip=False),
                               jax.random.key(0))
+
+
+def test_scanned_layout_imports_exports_and_upcycles():
+  sd = official_dict(True, seed=8)
+  flat_module, flat = models.load_official(sd)
+  module, params = models.load_official(sd, scan_blocks=True)
+  assert "block_stack" in params and "blocks_0" not in params
+  assert_same_dict(models.to_official(params, module), sd)
+  x, t, y = inputs(module)
+  np.testing.assert_allclose(np.asarray(_forward(module)(params, x, t, y)),
+                             np.asarray(_forward(flat_module)(flat, x, t, y)), atol=1e-5)
+  dit_sd = official_dict(False, seed=9)
+  up = models.init_from_official(dit_sd, module, jax.random.key(0))
+  assert up["block_stack"]["fusions"]["linear"]["kernel"].shape == (DEPTH // 2, 2 * D, D)
+  mask = models.trainable_mask(up, "skip_only")
+  assert all(jax.tree_util.tree_leaves(mask["block_stack"]["fusions"]))
+  assert not any(jax.tree_util.tree_leaves(mask["block_stack"]["blocks"]))
