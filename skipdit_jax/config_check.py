@@ -187,17 +187,14 @@ def _check_sample(config, problems: list[str]) -> None:
     return
   try:  # the plan needs a valid model and schedule; their own checks report them
     model = models.create(config.model.name, **model_fields(config))
-    spaced = diffusion.respace(
-        diffusion.Diffusion.create(diffusion.betas_for(config.diffusion.schedule, total)),
-        steps)
+    train_diffusion = diffusion.Diffusion.create(
+        diffusion.betas_for(config.diffusion.schedule, total))
   except (ValueError, TypeError, ZeroDivisionError):
     return
   _catch(problems, check_model, model, solver)
   cache = _get(config, "sample.cache")
-  if cache is not None:
-    fields = dict(cache)
-    _catch(problems, sampling.make_plan, model, spaced, fields.pop("policy", "none"),
-           **fields)
+  if cache is not None:  # the plan exactly as `generate` builds it from these fields
+    _catch(problems, sampling.plan_for, model, train_diffusion, steps, **dict(cache))
 
 
 def _check_mesh(config, problems: list[str], num_devices: int | None) -> None:
@@ -232,16 +229,17 @@ def _check_mesh(config, problems: list[str], num_devices: int | None) -> None:
                     f"{batch_ways}, e.g. {batch_ways * max(1, batch // batch_ways)}")
 
 
-def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> bool:
   """Refuses a workdir whose saved config trained a model of another shape.
 
-  `config.train.allow_new_model=True` accepts it (the caller then starts fresh).
+  Returns True when the shape differs and `config.train.allow_new_model=True` accepts
+  it: the caller then moves the old checkpoints aside and starts fresh.
   """
   if not workdir:
-    return
+    return False
   path = os.path.join(workdir, SAVED_CONFIG)
   if not os.path.exists(path):
-    return
+    return False
   try:
     with open(path) as f:
       saved = ml_collections.ConfigDict(json.load(f))
@@ -258,6 +256,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> Non
         f"would train the wrong model. Use a new --workdir, restore the old model fields, "
         f"or pass --config.train.allow_new_model=True to move the old checkpoints aside "
         f"and start fresh"])
+  return bool(diff)
 
 
 def check_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
