@@ -30,6 +30,14 @@ def _timed(fn, *args) -> float:
   return time.perf_counter() - t0
 
 
+def _timed_cpu(fn, *args) -> tuple[float, float]:
+  """(wall, process CPU) seconds. CPU time counts this process's threads only, so on a
+  shared machine it is less bent by other jobs than wall time (both are reported)."""
+  w, c = time.perf_counter(), time.process_time()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - w, time.process_time() - c
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--model", default="SkipDiT-S/4")
@@ -72,9 +80,11 @@ def main() -> None:
   t_compile = time.perf_counter() - t_compile
 
   best = {name: float("inf") for name in configs}
+  best_cpu = dict(best)
   for _ in range(args.repeats):
     for name, run in runners.items():
-      best[name] = min(best[name], _timed(run, params, x, y, rng))
+      wall, cpu = _timed_cpu(run, params, x, y, rng)
+      best[name], best_cpu[name] = min(best[name], wall), min(best_cpu[name], cpu)
 
   # One full and one cached step alone (the plain loop's programs), for the overhead.
   s = sampling.get_sampler(model, spaced, configs[intervals[0]], solver)
@@ -86,6 +96,12 @@ def main() -> None:
   full_ms = min(_timed(s.full_step, params, x, i, y, rng, cache) for _ in range(5)) * 1e3
   cached_ms = min(_timed(step, params, x, i, y, rng, cache, s.aux) for _ in range(5)) * 1e3
 
+  def flops(fn, *a):
+    c = fn.lower(*a).compile().cost_analysis()
+    return float((c[0] if isinstance(c, (list, tuple)) else c)["flops"])
+  full_flops = flops(s.full_step, params, x, i, y, rng, cache)
+  cached_flops = flops(step, params, x, i, y, rng, cache, s.aux)
+
   print(f"{args.model} batch {args.batch}, {args.steps} DDIM steps, policy {args.policy}, "
         f"k={args.k}, {'fused fori_loop' if args.fused else 'step loop'}, "
         f"{jax.devices()[0].device_kind}; load avg {os.getloadavg()[0]:.2f}")
@@ -95,20 +111,30 @@ def main() -> None:
   for n in intervals:
     plan = configs[n]
     measured = best["full"] / best[n]
+    # The same ratio from XLA's FLOP counts of the two programs (embed, head, update incl.)
+    flop_ideal = sum(full_flops if a == sampling.FULL else cached_flops
+                     for a in configs["full"].actions) / sum(
+                         full_flops if a == sampling.FULL else cached_flops
+                         for a in plan.actions)
     diff = outputs[n] - outputs["full"]
     rel = float(np.linalg.norm(diff) / np.linalg.norm(outputs["full"]))
     speedups.append({"N": n, "k": args.k, "measured": round(measured, 4),
                      "ideal": round(plan.ideal_speedup, 4),
+                     "ideal_xla_flops": round(flop_ideal, 4),
                      "fraction_of_ideal": round(measured / plan.ideal_speedup, 4),
-                     "cached_s": round(best[n], 4), "rel_diff_vs_full": round(rel, 5)})
+                     "cached_s": round(best[n], 4),
+                     "measured_cpu_time": round(best_cpu["full"] / best_cpu[n], 4), "rel_diff_vs_full": round(rel, 5)})
     print(f"N={n}: cached {best[n]:.3f} s, measured {measured:.2f}x, ideal "
-          f"{plan.ideal_speedup:.2f}x ({100 * measured / plan.ideal_speedup:.0f}% of ideal)")
+          f"{plan.ideal_speedup:.2f}x ({100 * measured / plan.ideal_speedup:.0f}% of ideal; "
+          f"XLA-FLOP ideal {flop_ideal:.2f}x; by process CPU time "
+          f"{best_cpu['full'] / best_cpu[n]:.2f}x)")
   result = {"bench": "sampler_speed", "model": args.model, "batch": args.batch,
             "steps": args.steps, "policy": args.policy, "fused": args.fused,
             "device": jax.devices()[0].device_kind, "platform": platform.node(),
             "load_avg_1m": round(os.getloadavg()[0], 2), "compile_s": round(t_compile, 1),
-            "full_s": round(best["full"], 4), "full_step_ms": round(full_ms, 2),
-            "cached_step_ms": round(cached_ms, 2), "speedups": speedups}
+            "full_s": round(best["full"], 4), "full_cpu_s": round(best_cpu["full"], 4), "full_step_ms": round(full_ms, 2),
+            "cached_step_ms": round(cached_ms, 2), "full_step_gflop": round(full_flops / 1e9, 3),
+            "cached_step_gflop": round(cached_flops / 1e9, 3), "speedups": speedups}
   print(json.dumps(result), flush=True)
 
 
