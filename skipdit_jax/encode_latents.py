@@ -19,16 +19,6 @@ from skipdit_jax.data import latents as lat
 from skipdit_jax.models import vae as V
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("source", None, "tfds:NAME or folder:DIR (DIR/<class>/<image>)")
-flags.DEFINE_string("split", "train", "dataset split")
-flags.DEFINE_string("vae", None, "diffusers AutoencoderKL weights (.safetensors)")
-flags.DEFINE_string("out", None, "output directory of the latent shards")
-flags.DEFINE_integer("image_size", 256, "centre-crop size (latents are size / 8)")
-flags.DEFINE_integer("batch_size", 32, "images per VAE call on this host")
-flags.DEFINE_bool("flip", True, "also store each image's mirror (DiT's flip augmentation)")
-flags.DEFINE_bool("sample", True, "store a posterior sample (as fast-DiT); else the mean")
-flags.DEFINE_integer("seed", 0, "seed of the posterior samples")
-flags.DEFINE_bool("merge", False, "only join existing shards of --out into one file")
 
 
 def make_encode_fn(vae: V.AutoencoderKL, params: dict, *, sample: bool, seed: int):
@@ -61,5 +51,21 @@ def main(argv) -> None:
   print(json.dumps({"shard": prefix, "unexpected_vae_keys": len(report.unexpected)}))
 
 
+def define_flags() -> None:
+  """Flags are defined only when run as a command, so importing this module (tests,
+  other commands) never clashes with other flag definitions."""
+  flags.DEFINE_string("source", None, "tfds:NAME or folder:DIR (DIR/<class>/<image>)")
+  flags.DEFINE_string("split", "train", "dataset split")
+  flags.DEFINE_string("vae", None, "diffusers AutoencoderKL weights (.safetensors)")
+  flags.DEFINE_string("out", None, "output directory of the latent shards")
+  flags.DEFINE_integer("image_size", 256, "centre-crop size (latents are size / 8)")
+  flags.DEFINE_integer("batch_size", 32, "images per VAE call on this host")
+  flags.DEFINE_bool("flip", True, "also store each image's mirror (DiT's flip augmentation)")
+  flags.DEFINE_bool("sample", True, "store a posterior sample (as fast-DiT); else the mean")
+  flags.DEFINE_integer("seed", 0, "seed of the posterior samples")
+  flags.DEFINE_bool("merge", False, "only join existing shards of --out into one file")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -24,22 +24,6 @@ from skipdit_jax.eval.image_grid import save_grid
 from skipdit_jax.models import vae as V
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("ckpt", None, "official DiT/Skip-DiT weights (.safetensors, .pt, .npz)")
-flags.DEFINE_string("vae", None, "diffusers AutoencoderKL weights; without it only latents")
-flags.DEFINE_string("out", "samples", "output directory")
-flags.DEFINE_list("classes", ["207", "360", "387", "974", "88", "979", "417", "279"],
-                  "ImageNet class ids to sample (DiT's sample.py defaults)")
-flags.DEFINE_integer("image_size", 256, "image size the checkpoint was trained at")
-flags.DEFINE_enum("sampler", "ddpm", ["ddpm", "ddim"], "update rule")
-flags.DEFINE_integer("num_steps", 250, "sampling steps (respaced from 1000)")
-flags.DEFINE_float("cfg_scale", 4.0, "guidance scale (DiT: 4.0 for pictures, 1.5 for FID)")
-flags.DEFINE_enum("policy", "none", ["none", "skip_cache", "deep_cache", "fora", "delta_dit",
-                                     "skip_cache_forecast"], "cache policy")
-flags.DEFINE_integer("interval", 1, "a full step every N steps")
-flags.DEFINE_integer("k", 1, "blocks recomputed at each end on cached steps")
-flags.DEFINE_list("window", ["0", "1000"], "cache only while lo <= t < hi")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
-flags.DEFINE_integer("seed", 0, "sampling seed")
 
 
 def sample_official(ckpt, *, vae_path=None, out="samples", classes=(207,), image_size=256,
@@ -88,5 +72,27 @@ def main(argv) -> None:
   print(json.dumps(summary))
 
 
+def define_flags() -> None:
+  """Flags are defined only when run as a command, so importing this module (tests,
+  other commands) never clashes with other flag definitions."""
+  flags.DEFINE_string("ckpt", None, "official DiT/Skip-DiT weights (.safetensors, .pt, .npz)")
+  flags.DEFINE_string("vae", None, "diffusers AutoencoderKL weights; without it only latents")
+  flags.DEFINE_string("out", "samples", "output directory")
+  flags.DEFINE_list("classes", ["207", "360", "387", "974", "88", "979", "417", "279"],
+                    "ImageNet class ids to sample (DiT's sample.py defaults)")
+  flags.DEFINE_integer("image_size", 256, "image size the checkpoint was trained at")
+  flags.DEFINE_enum("sampler", "ddpm", ["ddpm", "ddim"], "update rule")
+  flags.DEFINE_integer("num_steps", 250, "sampling steps (respaced from 1000)")
+  flags.DEFINE_float("cfg_scale", 4.0, "guidance scale (DiT: 4.0 for pictures, 1.5 for FID)")
+  flags.DEFINE_enum("policy", "none", ["none", "skip_cache", "deep_cache", "fora", "delta_dit",
+                                       "skip_cache_forecast"], "cache policy")
+  flags.DEFINE_integer("interval", 1, "a full step every N steps")
+  flags.DEFINE_integer("k", 1, "blocks recomputed at each end on cached steps")
+  flags.DEFINE_list("window", ["0", "1000"], "cache only while lo <= t < hi")
+  flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
+  flags.DEFINE_integer("seed", 0, "sampling seed")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
