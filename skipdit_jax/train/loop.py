@@ -6,6 +6,7 @@ device between log points; batches are prepared one step ahead on a background t
 """
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -113,6 +114,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   tx = optim.make_optimizer(tc)
   schedule = optim.lr_schedule(tc)
 
+  if config_check.check_workdir(config, workdir):  # another model shape, allowed: fresh start
+    checkpoint.move_aside(workdir)
   ckpt = checkpoint.Checkpointer(workdir, keep=tc.get("ckpt_keep", 3),
                                  keep_every=tc.get("ckpt_keep_every", 0),
                                  async_save=tc.get("ckpt_async", True))
@@ -154,10 +157,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     summary.update(train_time_s=0.0, img_per_s=None, final_loss=meta.get("loss"))
     return summary, state
 
+  resolved = json.loads(config.to_json_best_effort())  # saved beside every state
+
   def save(step_now: int, loss: float | None):
     step_fn.check()  # never write a state frozen by a non-finite step
     ckpt.save(step_now, state, {"data": {"position": position + step_now - start_step},
-                                "guard": step_fn.counters(), "loss": loss})
+                                "guard": step_fn.counters(), "loss": loss,
+                                "config": resolved})
 
   prefetch = _Prefetcher(it)
   pending: list[dict] = []
