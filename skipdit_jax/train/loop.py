@@ -125,6 +125,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   if restored is not None:
     state, meta = restored
     logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
+  # Restored arrays come back committed to a device; commit fresh ones the same way, so
+  # a fresh and a resumed run lower to one program (and share the compilation cache).
+  state = jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   checkpoint.save_config(config, workdir)
   start_step = int(state.step)
   position = int(meta.get("data", {}).get("position", start_step))

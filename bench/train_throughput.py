@@ -1,0 +1,120 @@
+"""Train-step throughput of DiT and Skip-DiT beside a plain matmul, in one process.
+
+Default: S/4 at 32x32x4, batch 8, learned sigma, 1000 classes, float32; the full train
+step (forward with label dropout, hybrid loss, backward, clipped AdamW, EMA). FLOPs are
+XLA's cost analysis of the compiled step; time is the median of `--repeats` timed steps
+after `--warmup` untimed ones. The matmul ceiling is a float32 (n, n) @ (n, n) on random
+data, measured before and after the models; the higher of the two is the reference.
+Timed runs alternate between the models so that a load spike hits both alike. Ends with
+  {"matmul_gflops": ..., "dit": {"img_per_s", "gflops", "flops_fraction", ...},
+   "skipdit": {...}}
+
+  python bench/train_throughput.py [--size S/4] [--batch 8] [--repeats 7]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from skipdit_jax import diffusion as dfn
+from skipdit_jax import models
+from skipdit_jax.train import TrainState, lr_schedule, make_optimizer, make_train_step
+from skipdit_jax.train.perf import compiled_flops
+
+
+def matmul_gflops(n: int, repeats: int) -> float:
+  """Best-of-`repeats` float32 (n, n) @ (n, n) rate in GFLOP/s."""
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.standard_normal((n, n), np.float32))
+  b = jnp.asarray(rng.standard_normal((n, n), np.float32))
+  f = jax.jit(jnp.matmul)
+  jax.block_until_ready(f(a, b))
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(a, b))
+    best = min(best, time.perf_counter() - t0)
+  return 2.0 * n ** 3 / best / 1e9
+
+
+class StepBench:
+  """One model's compiled train step and its state, ready to time."""
+
+  def __init__(self, name: str, args):
+    self.model = models.create(name, input_size=args.image_size, in_channels=args.channels,
+                               num_classes=1000, learn_sigma=True, dtype=args.dtype)
+    train = ml_collections.ConfigDict(dict(
+        lr=1e-4, warmup_steps=0, num_steps=1000, lr_schedule="constant", weight_decay=0.0,
+        grad_clip=1.0, b1=0.9, b2=0.999))
+    tx = make_optimizer(train)
+    diffusion = dfn.Diffusion.create(dfn.betas_for("linear", 1000))
+    self.state = TrainState.create(models.init_params(self.model, jax.random.PRNGKey(0)),
+                                   tx, jax.random.PRNGKey(1))
+    rng = np.random.default_rng(1)
+    shape = (args.batch, args.image_size, args.image_size, args.channels)
+    self.x = jnp.asarray(rng.standard_normal(shape, np.float32))
+    self.y = jnp.asarray(rng.integers(0, 1000, args.batch), jnp.int32)
+    step = make_train_step(self.model, diffusion, tx, lr_schedule(train), 0.9999)
+    t0 = time.perf_counter()
+    self.compiled = step.lower(self.state, self.x, self.y).compile()
+    self.compile_s = time.perf_counter() - t0
+    self.flops = compiled_flops(self.compiled)
+    self.times: list[float] = []
+
+  def run(self, timed: bool) -> None:
+    t0 = time.perf_counter()
+    self.state, metrics = self.compiled(self.state, self.x, self.y)
+    jax.block_until_ready(metrics)
+    if timed:
+      self.times.append(time.perf_counter() - t0)
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--size", default="S/4", help="registry size/patch, e.g. S/4, B/2")
+  ap.add_argument("--batch", type=int, default=8)
+  ap.add_argument("--image_size", type=int, default=32)
+  ap.add_argument("--channels", type=int, default=4)
+  ap.add_argument("--dtype", default="float32")
+  ap.add_argument("--warmup", type=int, default=2)
+  ap.add_argument("--repeats", type=int, default=7)
+  ap.add_argument("--matmul_n", type=int, default=2048)
+  args = ap.parse_args()
+
+  mm_before = matmul_gflops(args.matmul_n, 5)
+  benches = {"dit": StepBench(f"DiT-{args.size}", args),
+             "skipdit": StepBench(f"SkipDiT-{args.size}", args)}
+  for b in benches.values():
+    for _ in range(args.warmup):
+      b.run(timed=False)
+  for _ in range(args.repeats):
+    for b in benches.values():
+      b.run(timed=True)
+  mm_after = matmul_gflops(args.matmul_n, 5)
+  mm = max(mm_before, mm_after)
+
+  result = {"matmul_gflops": mm, "matmul_gflops_before_after": [mm_before, mm_after],
+            "device": jax.devices()[0].device_kind, "host": platform.machine(),
+            "batch": args.batch, "size": args.size, "dtype": args.dtype}
+  for key, b in benches.items():
+    t = float(np.median(b.times))
+    gflops = b.flops / t / 1e9 if b.flops else None
+    result[key] = {"img_per_s": args.batch / t, "step_ms": t * 1e3,
+                   "gflops": gflops, "flops_fraction": gflops / mm if gflops else None,
+                   "gflop_per_step": b.flops / 1e9 if b.flops else None,
+                   "params": models.param_count(b.model), "compile_s": b.compile_s}
+    print(f"{key:8s} {b.model.depth} blocks: {t * 1e3:7.1f} ms/step  "
+          f"{args.batch / t:6.2f} img/s  {gflops or 0:6.1f} GFLOP/s "
+          f"({(gflops or 0) / mm:.0%} of the {mm:.0f} GFLOP/s matmul)", flush=True)
+  print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+  main()
