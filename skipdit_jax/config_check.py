@@ -149,10 +149,10 @@ def _check_train(config, problems: list[str]) -> None:
     if v is not None and (not _is_real(v) or v < lo):
       problems.append(f"config.train.{key}={v!r} must be a finite number >= {lo} "
                       f"(0 disables it)")
-  for key in ("b1", "b2", "ema_decay"):
+  for key, typical in (("b1", 0.9), ("b2", 0.999), ("ema_decay", 0.9999)):
     v = _get(config, f"train.{key}")
     if v is not None and (not _is_real(v) or not 0 <= v < 1):
-      problems.append(f"config.train.{key}={v!r} must lie in [0, 1) (e.g. 0.9999 for EMA)")
+      problems.append(f"config.train.{key}={v!r} must lie in [0, 1) (typically {typical})")
   if _get(config, "train.lr_schedule") not in LR_SCHEDULES:
     problems.append(f"config.train.lr_schedule={_get(config, 'train.lr_schedule')!r}; use "
                     f"one of {list(LR_SCHEDULES)}")

@@ -222,10 +222,11 @@ class Checkpointer:
           state=ocp.args.StandardRestore(target)))
     except Exception as e:  # TensorStore/orbax raise bare Exceptions for damaged files
       where = _failing_path(e)
+      first = str(e).splitlines()[0].split(" See full TensorStore")[0][:160]
       raise CheckpointError(
           f"checkpoint {self._step_dir(step)} is damaged: cannot read "
-          f"{'array ' + where if where else 'its arrays'} ({type(e).__name__}: "
-          f"{str(e).splitlines()[0][:160]}); {self._fix(step)}") from e
+          f"{'array ' + where if where else 'its arrays'} ({first}); "
+          f"{self._fix(step)}") from e
     return out["state"], meta
 
   def wait(self) -> None:
