@@ -84,6 +84,20 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.class_accuracy = True
   c.eval.classifier_train = 1400    # real images to fit on; the rest score the classifier
+  # --mode=eval (skipdit_jax/eval/run.py): FD-<dataset> on our own classifier's features
+  # (not comparable to Inception FID), KID, precision/recall, accuracy, stability.
+  c.eval.num_samples = 1000         # generated images, class-balanced
+  c.eval.num_ref = 10000            # real train images for the reference stats (<= 0: all)
+  c.eval.inception_weights = ""     # pytorch-fid pt_inception weights (.npz/.safetensors): FID
+  c.eval.ref_stats = ""             # .npz with mu/sigma for FID instead of real-data stats
+  c.eval.kid_subsets = 100
+  c.eval.kid_subset_size = 1000
+  c.eval.pr_k = 3                   # k of the k-NN manifolds of precision/recall
+  c.eval.stability = True           # per-step similarity, perturbation grid, spectral norms
+  c.eval.stability_samples = 16
+  c.eval.stability_steps = 0        # sampling steps of the step-similarity run; 0 = sample's
+  c.eval.spectral_iters = 30
+  c.eval.perturb_scales = (0.0, 0.01, 0.02, 0.05, 0.1)
 
   # Device mesh (axes data, fsdp, tensor; one may be -1 = the rest of the devices) and the
   # logical-axis -> mesh-axis rules: a preset (data | fsdp | tensor | fsdp_tensor) and

@@ -1,11 +1,13 @@
 """Command line: `python -m skipdit_jax.main --config=configs/<file>.py --workdir=DIR
-[--mode=train|sample] [--config.a.b=value ...]`.
+[--mode=train|sample|eval] [--config.a.b=value ...]`.
 
 train: trains (resuming from DIR), then, when `config.eval.class_accuracy` is on, samples
 `sample.num_per_class` images per class with the EMA weights (uncached, and cached when
 `sample.cache.policy` names a cache) and scores them with a classifier fitted on the real
 images. sample: loads DIR's EMA weights and writes a PNG grid and an .npz of samples.
-Either mode ends by printing one JSON object of its figures as the last stdout line.
+eval: scores DIR's EMA weights under config.sample's plan (skipdit_jax/eval/run.py) into
+DIR/eval/ and TensorBoard.
+Every mode ends by printing one JSON object of its figures as the last stdout line.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "run folder: config, checkpoints, events, samples")
-flags.DEFINE_enum("mode", "train", ["train", "sample"], "what to do with the workdir")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "what to do with the workdir")
 
 
 def _check_extra_fields(config) -> None:
@@ -155,6 +157,12 @@ def sample_mode(config, workdir: str) -> dict[str, Any]:
   return out
 
 
+def eval_mode(config, workdir: str) -> dict[str, Any]:
+  """FD/KID, precision/recall, accuracy and stability of the workdir (skipdit_jax.eval.run)."""
+  from skipdit_jax.eval.run import evaluate
+  return {"mode": "eval", "model": config.model.name, **evaluate(config, workdir)}
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -174,7 +182,8 @@ def main(argv) -> None:
   from skipdit_jax.train.checkpoint import CheckpointError
   from skipdit_jax.train.guard import NonFiniteError
   try:
-    result = (train_mode if FLAGS.mode == "train" else sample_mode)(config, workdir)
+    modes = {"train": train_mode, "sample": sample_mode, "eval": eval_mode}
+    result = modes[FLAGS.mode](config, workdir)
   except (CheckpointError, NonFiniteError) as e:  # a clear message, not a traceback
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3 if isinstance(e, NonFiniteError) else 2)
