@@ -40,7 +40,7 @@ class FeatureNetSpec:
 
 
 SPECS: dict[str, FeatureNetSpec] = {
-    "digits": FeatureNetSpec(widths=(32, 64), feature_dim=64, train_steps=600),
+    "digits": FeatureNetSpec(widths=(32, 64), feature_dim=64, train_steps=300),
     "mnist5k": FeatureNetSpec(widths=(32, 64, 128), feature_dim=128, train_steps=800),
     "fashion_mnist": FeatureNetSpec(widths=(32, 64, 128), feature_dim=128,
                                     train_steps=1500, test_split="test"),
@@ -70,10 +70,16 @@ class FeatureNet:
   params: dict
   dataset: str
   test_accuracy: float
+  spec_digest: str = ""
 
   @property
   def score_name(self) -> str:
     return SCORE_NAMES.get(self.dataset, f"FD-{self.dataset}")
+
+  @property
+  def cache_tag(self) -> str:
+    """Names files derived from this network (reference features differ per spec)."""
+    return f"{self.score_name}-{self.spec_digest}"
 
   def _apply(self, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     fn = _jitted_apply(self.module)
@@ -144,7 +150,7 @@ def train_feature_net(dataset: str, spec: FeatureNetSpec | None = None, *, seed:
     params, opt_state, loss = step(params, opt_state, jnp.asarray(x[idx]), jnp.asarray(y[idx]))
     if (i + 1) % max(spec.train_steps // 4, 1) == 0:
       log(f"feature net {dataset}: step {i + 1}/{spec.train_steps} loss {float(loss):.3f}")
-  net = FeatureNet(module, params, dataset, test_accuracy=0.0)
+  net = FeatureNet(module, params, dataset, test_accuracy=0.0, spec_digest=spec.digest())
   net.test_accuracy = conditional_accuracy(net, xt, yt)
   log(f"feature net {dataset}: held-out accuracy {net.test_accuracy:.3f}")
   return net
@@ -165,6 +171,7 @@ def save_feature_net(path: str, net: FeatureNet) -> None:
   flat = {"/".join(k): np.asarray(v) for k, v in
           flax.traverse_util.flatten_dict(net.params).items()}
   meta = json.dumps({"dataset": net.dataset, "test_accuracy": net.test_accuracy,
+                     "spec_digest": net.spec_digest,
                      "widths": list(net.module.widths), "feature_dim": net.module.feature_dim,
                      "num_classes": net.module.num_classes})
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -180,7 +187,7 @@ def load_feature_net(path: str) -> FeatureNet:
     flat = {tuple(k.split("/")): jnp.asarray(z[k]) for k in z.files if k != "__meta__"}
   module = FeatureCNN(tuple(meta["widths"]), meta["feature_dim"], meta["num_classes"])
   return FeatureNet(module, flax.traverse_util.unflatten_dict(flat), meta["dataset"],
-                    float(meta["test_accuracy"]))
+                    float(meta["test_accuracy"]), meta.get("spec_digest", ""))
 
 
 def load_or_train(dataset: str, cache_dir: str, *, spec: FeatureNetSpec | None = None,
