@@ -180,3 +180,14 @@ def test_fidelity_trace_follows_the_cached_trajectory(skipdit):
   for key in ("cos_out", "cos_feature"):
     v = tr[key][cached]
     assert np.all((v > 0.2) & (v < 1.0 + 1e-6)), (key, v)  # random weights: loose
+
+
+def test_sample_loop_never_transfers_to_or_from_the_host(skipdit):
+  model, params = skipdit
+  s = _sampler(model, "skip_cache_forecast", 2)
+  params = jax.device_put(params)
+  x, y, rng = _inputs(model)
+  s.sample(params, x, y, rng)  # compile and fill the shape cache outside the guard
+  with jax.transfer_guard("disallow"):
+    out = s.sample(params, x, y, rng)
+  assert out.shape == x.shape

@@ -62,8 +62,10 @@ class Sampler:
         t = jnp.zeros((xin.shape[0],), jnp.int32)
         return self.model.apply({"params": p}, xin, t, yin, drop,
                                 method=self.policy.entry)[1]
-      self._cache_shapes[key] = jax.eval_shape(entry, params, x, y)
-    return self.policy.empty(self._cache_shapes[key])
+      shapes = jax.eval_shape(entry, params, x, y)
+      # Built by a compiled function so that no host constant is transferred per call.
+      self._cache_shapes[key] = jax.jit(lambda: self.policy.empty(shapes))
+    return self._cache_shapes[key]()
 
   def sample(self, params, x: jax.Array, y: jax.Array, rng: jax.Array) -> jax.Array:
     """x: (N, H, W, C) noise x_T; y: (N,) labels; rng: key for DDPM / η > 0 noise."""
