@@ -4,7 +4,8 @@ Usage: python bench/fault_soak.py N [--steps S] [--seed 0] [--workdir DIR]
 
 Runs the tiny training once straight through (the reference), then again in a second
 workdir where it is SIGKILLed N times (about half of the kills aimed at the moment a
-checkpoint is being written, the rest at random steps) and restarted with the same
+checkpoint is being written, the rest a random number of steps after the run's first
+new checkpoint is complete) and restarted with the same
 command each time, until it finishes. Prints each kill, the steps lost (progress past
 the last complete checkpoint, redone after the restart), and whether the final train
 state (params, EMA, optimizer state, rng, step) equals the reference bit for bit. The
@@ -101,10 +102,20 @@ def saving(workdir: str) -> bool:
     return False
 
 
+def complete_steps(workdir: str) -> list[int]:
+  """Steps orbax has finished writing (the rename of the temporary folder is the commit)."""
+  try:
+    names = os.listdir(os.path.join(workdir, "checkpoints"))
+  except FileNotFoundError:
+    return []
+  return sorted(int(n) for n in names if n.isdigit())
+
+
 def run_and_kill(cmd, env, workdir: str, *, during_save: bool, after_steps: int,
                  timeout: float = 300.0) -> dict:
   """Starts a run and SIGKILLs it once it has trained past its resume point: at the
-  first checkpoint write (`during_save`) or `after_steps` steps after it resumed.
+  first checkpoint write (`during_save`), or `after_steps` steps after its first new
+  checkpoint is complete (so that the run makes progress between kills).
 
   Returns {"killed", "in_save", "step": last step logged, "resumed": the step the run
   started from, "returncode"}. A run that finishes first is not killed.
@@ -116,8 +127,10 @@ def run_and_kill(cmd, env, workdir: str, *, during_save: bool, after_steps: int,
     if during_save and started and saving(workdir):
       in_save = True
       break
-    if not during_save and started and run.step >= run.resumed + after_steps:
-      break
+    if not during_save and started:
+      newer = [c for c in complete_steps(workdir) if c > run.resumed]
+      if newer and run.step >= newer[0] + after_steps:
+        break
     time.sleep(0.002)
   step = run.step
   if run.proc.poll() is not None:
@@ -152,7 +165,7 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
 
 def soak(kills: int, *, steps: int | None = None, ckpt_every: int = 3, seed: int = 0,
          root: str | None = None, log=print) -> dict:
-  steps = steps or max(24, 4 * kills)  # room for every kill to land before the end
+  steps = steps or max(24, 6 * kills)  # room for every kill to land before the end
   rng = np.random.default_rng(seed)
   root = root or tempfile.mkdtemp(prefix="fault_soak_")
   env = child_env(os.path.join(root, "jax_cache"))
@@ -168,7 +181,7 @@ def soak(kills: int, *, steps: int | None = None, ckpt_every: int = 3, seed: int
   while True:
     last = done >= kills  # after N kills, let it finish
     r = run_and_kill(cmd, env, soak_dir, during_save=not last and rng.random() < 0.5,
-                     after_steps=steps * 10 if last else int(rng.integers(1, 2 * ckpt_every)))
+                     after_steps=steps * 10 if last else int(rng.integers(0, ckpt_every)))
     if prev is not None:  # the kill is survived if this restart trained on from a checkpoint
       survived += int(r["killed"] or r["returncode"] == 0)
       lost += max(0, prev - r["resumed"])
@@ -196,7 +209,7 @@ def soak(kills: int, *, steps: int | None = None, ckpt_every: int = 3, seed: int
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("kills", type=int, help="number of SIGKILLs")
-  p.add_argument("--steps", type=int, default=None, help="default: max(24, 4 N)")
+  p.add_argument("--steps", type=int, default=None, help="default: max(24, 6 N)")
   p.add_argument("--ckpt-every", type=int, default=3)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--workdir", default=None, help="folder for both runs (default: a temp dir)")

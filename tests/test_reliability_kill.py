@@ -25,11 +25,6 @@ _spec.loader.exec_module(soak)
 STEPS, EVERY = 12, 4
 
 
-def complete_steps(workdir):
-  names = os.listdir(os.path.join(workdir, "checkpoints"))
-  return sorted(int(n) for n in names if n.isdigit())
-
-
 def wait_for(run, pred, timeout=240.0):
   t0 = time.monotonic()
   while run.proc.poll() is None and time.monotonic() - t0 < timeout:
@@ -48,7 +43,7 @@ def test_sigterm_then_sigkill_mid_save_then_restart_equals_the_straight_run(tmp_
   straight = str(tmp_path / "straight")
   ref = soak.Run(soak.command(straight, STEPS, EVERY), env)
   assert ref.wait(300) == 0, "".join(ref.log[-20:])
-  assert complete_steps(straight)[-1] == STEPS
+  assert soak.complete_steps(straight)[-1] == STEPS
 
   workdir = str(tmp_path / "faulty")
   cmd = soak.command(workdir, STEPS, EVERY)
@@ -59,7 +54,7 @@ def test_sigterm_then_sigkill_mid_save_then_restart_equals_the_straight_run(tmp_
   assert run.wait(120) == PREEMPTED_EXIT_CODE, "".join(run.log[-20:])
   stopped = run.result()
   assert stopped["preempted"] and 2 <= stopped["steps"] < STEPS
-  assert complete_steps(workdir)[-1] == stopped["steps"]
+  assert soak.complete_steps(workdir)[-1] == stopped["steps"]
 
   # 2. Restart; SIGKILL it while orbax writes the next checkpoint.
   run = soak.Run(cmd, env)
@@ -69,7 +64,7 @@ def test_sigterm_then_sigkill_mid_save_then_restart_equals_the_straight_run(tmp_
   assert run.resumed == stopped["steps"]
   assert soak.saving(workdir), "the kill should land while the save is in flight"
   killed_at = run.step
-  survivors = complete_steps(workdir)
+  survivors = soak.complete_steps(workdir)
   assert survivors[-1] < killed_at + 1  # the half-written step is not a step
 
   # 3. Restart: resumes from the last complete step and finishes.
