@@ -2,7 +2,8 @@
 bit-identical to one uninterrupted run (2S straight == S + restart + S).
 
 The runs share a JAX persistent compilation cache, so only the first one compiles; the
-cached program is the same executable, so this does not change any bit.
+cached program is the same executable, so this does not change any bit. Each kill and
+restart is a real process: about 4 process starts (~1-2 min on a busy 2-core machine).
 """
 from __future__ import annotations
 
@@ -35,8 +36,11 @@ def wait_for(run, pred, timeout=240.0):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  return soak.child_env(str(tmp_path_factory.mktemp("jax_cache")))
+def env():
+  # Kept across sessions (entries are keyed by the program and the JAX version), so only
+  # the first session ever pays the cold compile.
+  import tempfile
+  return soak.child_env(os.path.join(tempfile.gettempdir(), "skipdit_jax_test_jax_cache"))
 
 
 def test_sigterm_then_sigkill_mid_save_then_restart_equals_the_straight_run(tmp_path, env):
