@@ -178,3 +178,27 @@ def test_cached_run_records_the_samplers_trajectory():
     if a != "full":
       last = max(i for i in range(j) if plan.actions[i] == "full")
       np.testing.assert_array_equal(rec["feature"][j], rec["feature"][last])
+
+
+def test_feature_net_cache_round_trip(tmp_path):
+  from skipdit_jax.eval import feature_net
+  spec = feature_net.FeatureNetSpec(widths=(4,), feature_dim=8, train_steps=3, batch_size=16)
+  net = feature_net.load_or_train("digits", str(tmp_path), spec=spec, log=lambda m: None)
+  path = feature_net.cache_path(str(tmp_path), "digits", spec)
+  assert os.path.exists(path) and net.score_name == "FD-digits"
+  again = feature_net.load_or_train("digits", str(tmp_path), spec=spec,
+                                    log=lambda m: pytest.fail("retrained: " + m))
+  x = np.random.default_rng(0).uniform(-1, 1, (5, 8, 8, 1)).astype(np.float32)
+  np.testing.assert_array_equal(net.features(x), again.features(x))
+  assert net.features(x).shape == (5, 8) and again.test_accuracy == net.test_accuracy
+
+
+def test_eval_options_name_the_field():
+  import ml_collections
+  from skipdit_jax.eval import run, sample_quality
+  c = ml_collections.ConfigDict({"eval": {"num_samples": 0}})
+  with pytest.raises(ValueError, match="config.eval.num_samples=0"):
+    run.eval_options(c)
+  ref = sample_quality.Reference("FD-x", np.zeros(3), np.eye(3), None)
+  with pytest.raises(ValueError, match="3"):
+    sample_quality.score_features(ref, np.zeros((10, 4)))

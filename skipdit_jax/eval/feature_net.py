@@ -83,10 +83,19 @@ class FeatureNet:
 
   def _apply(self, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     fn = _jitted_apply(self.module)
-    outs = [fn(self.params, jnp.asarray(images[s:s + batch_size], jnp.float32))
-            for s in range(0, len(images), batch_size)]
-    return (np.concatenate([np.asarray(o[0]) for o in outs]),
-            np.concatenate([np.asarray(o[1], np.float64) for o in outs]))
+    images = np.asarray(images, np.float32)
+    batch_size = min(batch_size, len(images))
+    logits, feats = [], []
+    for s in range(0, len(images), batch_size):
+      chunk = images[s:s + batch_size]
+      n = len(chunk)
+      if n < batch_size:  # pad the last chunk: one compiled shape per call size
+        chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:],
+                                                np.float32)])
+      lo, fe = fn(self.params, jnp.asarray(chunk))
+      logits.append(np.asarray(lo)[:n])
+      feats.append(np.asarray(fe, np.float64)[:n])
+    return np.concatenate(logits), np.concatenate(feats)
 
   def features(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """images (N, H, W, C) in [-1, 1] -> float64 features (N, feature_dim)."""

@@ -1,0 +1,348 @@
+"""The small-scale Skip-DiT study, end to end, from one sweep config.
+
+For every run of the sweep (configs/sweeps/study_fmnist.py: the Fashion-MNIST DiT and
+Skip-DiT twins of configs/study_fmnist.py) it
+  1. trains the run in `<root>/<name>` (resumable), scoring FD-fmnist, KID, precision /
+     recall, class accuracy and a fixed held-out eps-MSE every `train.sample_every` steps
+     through the loop's sample hook (FD and loss vs step);
+  2. samples the final EMA model uncached and under every cache policy of the sweep at
+     every interval N, all from the same noise, and records FD, PSNR/SSIM vs the uncached
+     images, the ideal and the measured speedup (steady chunks: the first, compiling
+     chunk is not timed);
+  3. runs the stability analyses (per-step deep-feature similarity, perturbation grid,
+     block Jacobian spectral norms).
+Then it writes `<root>/study/` (tables.md, PNGs, study.json) and prints one JSON line.
+FD-fmnist uses our own classifier's features and is not comparable to Inception FID.
+
+  python bench/study.py --root /tmp/study            # the study (~70 min idle, see below)
+  python bench/study.py --root /tmp/study_smoke --smoke   # a few steps of everything
+
+Runtime estimate on an idle 2-core CPU (train steps timed beside the digits demo step,
+scaled to its MEASURED.md 0.215 s): train 0.46 s/step (Skip-DiT) and 0.41 s/step (DiT)
+-> 3000 steps each ~43 min; one 1000-image, 50-step DDIM FD sample ~41 s -> 12 FD points
+~8 min; the cache sweep (2 uncached + 28 cached runs, each with one re-timed uncached
+chunk) ~15 min; feature classifier, stability and compiles ~8 min: about 75 min in all,
+on an otherwise idle machine (a concurrent job doubles it).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from skipdit_jax import data, sampling  # noqa: E402
+from skipdit_jax import diffusion as D  # noqa: E402
+from skipdit_jax.config_check import check_config  # noqa: E402
+from skipdit_jax.eval import (feature_net, image_grid, image_metrics, plots, run,  # noqa: E402
+                              sample_quality, stability)
+from skipdit_jax.train import build_diffusion, build_model, train  # noqa: E402
+
+
+def load_module(path: str):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def load_config(ref: str, overrides: dict):
+  """"configs/x.py:arg" -> x.get_config(arg) with dotted `overrides` applied."""
+  path, _, arg = ref.partition(":")
+  config = load_module(path).get_config(*([arg] if arg else []))
+  for key, value in overrides.items():
+    target = config
+    parts = key.split(".")
+    for p in parts[:-1]:
+      target = target[p]
+    target[parts[-1]] = value
+  return config
+
+
+def shrink_for_smoke(c) -> None:
+  """A few steps of everything: checks the pipeline, measures nothing."""
+  c.train.num_steps, c.train.batch_size, c.train.warmup_steps = 4, 16, 1
+  c.train.log_every, c.train.ckpt_every, c.train.sample_every = 2, 2, 2
+  c.sample.num_steps, c.sample.batch_size, c.sample.grid_per_class = 6, 20, 2
+  c.eval.num_samples, c.eval.num_ref, c.eval.kid_subsets = 40, 200, 5
+  c.eval.kid_subset_size, c.eval.stability_samples, c.eval.spectral_iters = 40, 2, 3
+  c.eval.perturb_scales = (0.0, 0.05)
+
+
+SMOKE_NET = feature_net.FeatureNetSpec(widths=(8,), feature_dim=16, train_steps=20,
+                                       test_split="test")
+
+
+def sample_timed(model, params, diffusion, labels, seed, batch, **opts):
+  """Images and per-chunk seconds; chunks use fold_in(key(seed), i) like eval.run."""
+  imgs, secs = [], []
+  for i in range(0, len(labels), batch):
+    t0 = time.perf_counter()
+    imgs.append(sampling.generate(model, params, diffusion, labels[i:i + batch],
+                                  jax.random.fold_in(jax.random.key(seed), i), **opts))
+    secs.append(time.perf_counter() - t0)
+  # The first chunk compiles; with one chunk only there is nothing else to time.
+  steady = float(np.mean(secs[1:])) if len(secs) > 1 else secs[0]
+  return np.concatenate(imgs), steady, float(sum(secs))
+
+
+def eval_loss_fn(model, diffusion, x0, y, seed: int = 0):
+  """Mean eps-MSE of params on a fixed set (fixed t spread over [0, T) and noise)."""
+  n = len(x0)
+  t = jnp.asarray(np.linspace(0, diffusion.num_timesteps - 1, n).astype(np.int32))
+  noise = jnp.asarray(np.random.default_rng(seed).normal(size=x0.shape), jnp.float32)
+  x0, y = jnp.asarray(x0), jnp.asarray(y)
+
+  @jax.jit
+  def loss(params, x0, t, noise, y):
+    xt = D.q_sample(diffusion, x0, t, noise)
+    out = model.apply({"params": params}, xt, D.model_timesteps(diffusion, t), y)
+    return D.training_losses(diffusion, out, x0, xt, t, noise,
+                             learn_sigma=model.learn_sigma)["loss"].mean()
+
+  def fn(params) -> float:
+    b = 250
+    vals = [float(loss(params, x0[i:i + b], t[i:i + b], noise[i:i + b], y[i:i + b]))
+            * len(x0[i:i + b]) for i in range(0, n, b)]
+    return sum(vals) / n
+  return fn
+
+
+def _read(path, default):
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return default
+
+
+def _write(path, obj):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=1, default=float)
+
+
+def train_with_curve(name, config, workdir, nets, refs, opts, loss_fn, log):
+  """Trains (resuming); FD and eval loss at every sample_every step -> fd_vs_step.json."""
+  path = os.path.join(workdir, "eval", "fd_vs_step.json")
+  points = {int(k): v for k, v in _read(path, {}).items()}
+  model, diffusion = build_model(config), build_diffusion(config)
+  sopts = dict(sampling.options_from_config(config.sample), policy="none", interval=1)
+  labels = run.class_labels(opts["num_samples"], config.data.num_classes)
+
+  def hook(step, ema_params):
+    if step in points:
+      return None
+    imgs, _, total = sample_timed(model, ema_params, diffusion, labels, 0,
+                                  config.sample.batch_size, **sopts)
+    row = run.score_images(imgs, labels, nets, refs, opts)
+    row.update(eval_loss=loss_fn(ema_params), sample_s=total)
+    points[step] = row
+    _write(path, points)
+    log(f"{name} step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
+    return image_grid.make_grid(imgs[:100], ncol=10, scale=2)
+
+  check_config(config, workdir=workdir)
+  t0 = time.perf_counter()
+  summary, state = train(config, workdir, on_sample=hook)
+  return model, diffusion, state.ema_params, points, summary, time.perf_counter() - t0
+
+
+def cache_sweep(name, config, model, diffusion, params, nets, refs, opts, policies,
+                intervals, workdir, log):
+  """Every (policy, N) from the same noise as the uncached reference -> rows. Measured
+  speedup = an uncached chunk timed just before / the cached run's steady chunk."""
+  path = os.path.join(workdir, "eval", "cache_sweep.json")
+  labels = run.class_labels(opts["num_samples"], config.data.num_classes)
+  base = dict(sampling.options_from_config(config.sample), policy="none", interval=1)
+  batch = config.sample.batch_size
+  ref, ref_steady, _ = sample_timed(model, params, diffusion, labels, 0, batch, **base)
+  ref = np.clip(ref, -1, 1)
+  rows = [dict(model=name, policy="none", label="uncached", N=1, ideal=1.0, measured=1.0,
+               steady_chunk_s=ref_steady, **run.score_images(ref, labels, nets, refs, opts))]
+  for policy, extra, label in policies:
+    for n in intervals:
+      kw = dict(base, policy=policy, interval=n, **extra)
+      _, plan = sampling.plan_for(model, diffusion, **kw)
+      # Re-time one (compiled) uncached chunk next to each cached run, so that a change
+      # of machine load between rows does not masquerade as speedup.
+      t0 = time.perf_counter()
+      sampling.generate(model, params, diffusion, labels[:batch], jax.random.key(0), **base)
+      base_s = time.perf_counter() - t0
+      imgs, steady, _ = sample_timed(model, params, diffusion, labels, 0, batch, **kw)
+      imgs = np.clip(imgs, -1, 1)
+      row = dict(model=name, policy=policy, label=label, N=n, ideal=plan.ideal_speedup,
+                 measured=base_s / steady, steady_chunk_s=steady, uncached_chunk_s=base_s,
+                 psnr=float(np.mean(np.minimum(image_metrics.psnr(imgs, ref), 100))),
+                 ssim=float(np.mean(image_metrics.ssim(imgs, ref))),
+                 **run.score_images(imgs, labels, nets, refs, opts))
+      rows.append(row)
+      log(f"{name} {label} N={n}: ideal {row['ideal']:.2f}x measured {row['measured']:.2f}x "
+          f"PSNR {row['psnr']:.2f} dB {refs['classifier'].name} "
+          f"{row[refs['classifier'].name]:.3g}")
+  _write(path, rows)
+  return rows
+
+
+def crossing_step(points: dict, target: float):
+  """First (linearly interpolated) step where the FD curve reaches `target`, else None."""
+  steps = sorted(points)
+  prev = None
+  for s in steps:
+    if points[s] <= target:
+      if prev is None or points[prev] == points[s]:
+        return float(s)
+      frac = (points[prev] - target) / (points[prev] - points[s])
+      return float(prev + frac * (s - prev))
+    prev = s
+  return None
+
+
+def report(root, runs_out, sweep_rows, score, log) -> dict:
+  """Tables (markdown), overlay plots and the summary dict of the whole study."""
+  out_dir = os.path.join(root, "study")
+  os.makedirs(out_dir, exist_ok=True)
+  curves = {n: {int(s): v for s, v in r["points"].items()} for n, r in runs_out.items()}
+  pngs = [plots.line_plot(os.path.join(out_dir, f"{key}_vs_step.png"),
+                          {n: (sorted(c), [c[s][key] for s in sorted(c)])
+                           for n, c in curves.items()},
+                          xlabel="training step", ylabel=label, title=f"{label} vs step")
+          for key, label in ((score, f"{score} (ours, not Inception FID)"),
+                             ("eval_loss", "held-out eps-MSE (EMA)"))]
+  summary = {"score": score, "runs": {}}
+  for n, c in curves.items():
+    last = max(c)
+    summary["runs"][n] = {"final_step": last, "final_" + score: c[last][score],
+                          "final_eval_loss": c[last]["eval_loss"],
+                          "final_class_accuracy": c[last]["class_accuracy"],
+                          "train_s": runs_out[n]["train_s"]}
+  if {"skipdit", "dit"} <= set(curves):
+    dit = curves["dit"]
+    target = dit[max(dit)][score]
+    reach = crossing_step({s: v[score] for s, v in curves["skipdit"].items()}, target)
+    summary["convergence"] = {
+        "dit_final_" + score: target, "dit_steps": max(dit),
+        "skipdit_steps_to_reach": reach,
+        "speedup": (max(dit) / reach) if reach else None}
+  by = {}
+  for r in sweep_rows:
+    if r["policy"] != "none":
+      by.setdefault(f"{r['model']} {r['label']}", []).append(r)
+  for key, label in ((score, score), ("psnr", "PSNR vs uncached (dB)")):
+    pngs.append(plots.scatter_plot(
+        os.path.join(out_dir, f"{key}_vs_speedup.png"),
+        {k: ([r["measured"] for r in v], [r[key] for r in v]) for k, v in by.items()},
+        xlabel="measured speedup", ylabel=label, title=f"{label} vs measured speedup",
+        annotate={k: [f"N={r['N']}" for r in v] for k, v in by.items()}))
+  lines = [f"| model | steps | final {score} | final eval eps-MSE | class acc | train s |",
+           "|---|---|---|---|---|---|"]
+  for n, r in summary["runs"].items():
+    lines.append(f"| {n} | {r['final_step']} | {r['final_' + score]:.3f} | "
+                 f"{r['final_eval_loss']:.4f} | {r['final_class_accuracy']:.3f} | "
+                 f"{r['train_s']:.0f} |")
+  lines += ["", f"| model | step | {score} | KID | precision | recall | eval eps-MSE |",
+            "|---|---|---|---|---|---|---|"]
+  suffix = score[score.index("-"):] if "-" in score else ""
+  for n, c in curves.items():
+    for s in sorted(c):
+      v = c[s]
+      lines.append(f"| {n} | {s} | {v[score]:.3f} | {v['KID' + suffix]:.4g} | "
+                   f"{v['precision' + suffix]:.3f} | {v['recall' + suffix]:.3f} | "
+                   f"{v['eval_loss']:.4f} |")
+  lines += ["", f"| model | policy | N | ideal | measured | {score} | PSNR dB | SSIM | "
+            "class acc |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in sweep_rows:
+    psnr = "-" if "psnr" not in r else f"{r['psnr']:.2f}"
+    ssim = "-" if "ssim" not in r else f"{r['ssim']:.4f}"
+    lines.append(f"| {r['model']} | {r['label']} | {r['N']} | {r['ideal']:.2f}x | "
+                 f"{r['measured']:.2f}x | {r[score]:.3f} | {psnr} | {ssim} | "
+                 f"{r['class_accuracy']:.3f} |")
+  table = "\n".join(lines)
+  with open(os.path.join(out_dir, "tables.md"), "w") as f:
+    f.write(table + "\n")
+  log(table)
+  summary["plots"] = pngs
+  return summary
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--sweep", default="configs/sweeps/study_fmnist.py")
+  ap.add_argument("--root", default="/tmp/skipdit_study")
+  ap.add_argument("--smoke", action="store_true", help="a few steps of everything")
+  args = ap.parse_args()
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.INFO)  # the train loop's progress lines
+  absl_logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= 30 or not any(p in r.pathname for p in ("/orbax/", "/jax/_src/",
+                                                                     "/absl/", "/etils/")))
+  t_start = time.perf_counter()
+  log = lambda msg: print(msg, flush=True)
+  sweep = load_module(args.sweep).get_sweep()
+  configs = {}
+  for r in sweep.runs:
+    c = load_config(r["config"], dict(r["overrides"]))
+    if args.smoke:
+      shrink_for_smoke(c)
+    configs[r["name"]] = c
+  intervals = (2, 3) if args.smoke else tuple(sweep.intervals)
+  first = next(iter(configs.values()))
+  dataset, opts = first.data.name, run.eval_options(first)
+  shared = os.path.join(args.root, "study")
+  t0 = time.perf_counter()
+  net = feature_net.load_or_train(dataset, shared, spec=SMOKE_NET if args.smoke else None,
+                                  seed=first.seed, log=log)
+  nets = {"classifier": net}
+  refs = {"classifier": sample_quality.build_reference(net, dataset, shared,
+                                                       num=opts["num_ref"], seed=first.seed)}
+  xt, yt, _ = data.load_source(dataset, split="test" if dataset == "fashion_mnist"
+                               else "train")
+  m_eval = 50 if args.smoke else 1000
+  times = {"feature_net_s": time.perf_counter() - t0}
+  runs_out, sweep_rows, stab = {}, [], {}
+  for name, config in configs.items():
+    workdir = os.path.join(args.root, name)
+    loss_fn = eval_loss_fn(build_model(config), build_diffusion(config), xt[:m_eval],
+                           yt[:m_eval])
+    model, diffusion, params, points, summary, train_s = train_with_curve(
+        name, config, workdir, nets, refs, opts, loss_fn, log)
+    runs_out[name] = {"points": points, "train_s": summary.get("train_time_s", train_s),
+                      "img_per_s": summary.get("img_per_s")}
+    t0 = time.perf_counter()
+    sweep_rows += cache_sweep(name, config, model, diffusion, params, nets, refs, opts,
+                              [tuple(p) for p in sweep.policies[name]], intervals, workdir,
+                              log)
+    times[f"{name}_sweep_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sc = config.copy_and_resolve_references()
+    sc.sample.cache.policy = stability.feature_policy(model)
+    sc.sample.cache.interval, sc.sample.cache.k = sweep.stability_interval, sweep.stability_k
+    out_dir = os.path.join(workdir, "eval")
+    stab[name] = run.stability_report(model, params, diffusion, sc, opts, out_dir)
+    times[f"{name}_stability_s"] = time.perf_counter() - t0
+  summary = report(args.root, runs_out, sweep_rows, net.score_name, log)
+  summary["plots"] += run.plot_stability(stab, os.path.join(args.root, "study"))
+  summary["stability"] = {
+      n: {"consecutive_mean": s["steps"]["consecutive_mean"],
+          "cached_vs_uncached_mean": s["steps"].get("cached_vs_uncached_mean"),
+          "perturbation_deep_min": float(np.min(s["perturbation"]["deep"])),
+          "spectral_max": max(s["spectral"]["max"])} for n, s in stab.items()}
+  summary.update(bench="study", smoke=args.smoke, root=os.path.abspath(args.root),
+                 classifier_test_accuracy=net.test_accuracy, times=times,
+                 sweep=sweep_rows, total_s=time.perf_counter() - t_start,
+                 load_avg_1m=round(os.getloadavg()[0], 2),
+                 note=f"{net.score_name} uses our own classifier's features; not "
+                      "comparable to Inception FID")
+  _write(os.path.join(args.root, "study", "study.json"), summary)
+  print(json.dumps(summary, default=float), flush=True)
+
+
+if __name__ == "__main__":
+  main()
