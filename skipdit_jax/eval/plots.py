@@ -44,16 +44,19 @@ def heatmaps(path: str, grids: Mapping[str, np.ndarray], *, xs: Sequence[float],
   """Side-by-side heatmaps (rows = ys, columns = xs) sharing one colour scale."""
   grids = {k: np.asarray(v, np.float64) for k, v in grids.items()}
   lo = min(float(g.min()) for g in grids.values()) if vmin is None else vmin
-  fig, axes = plt.subplots(1, len(grids), figsize=(4.2 * len(grids), 3.6), squeeze=False)
+  fig, axes = plt.subplots(1, len(grids), figsize=(4.2 * len(grids), 3.8), squeeze=False,
+                           constrained_layout=True)  # places suptitle and colour bar
   for ax, (name, g) in zip(axes[0], grids.items()):
     im = ax.imshow(g, origin="lower", vmin=lo, vmax=vmax, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs], fontsize=7)
     ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys], fontsize=7)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
+    ax.set(xlabel=xlabel, title=name)
+    if ax is axes[0][0]:  # one shared y label; the others would overlap their neighbours
+      ax.set_ylabel(ylabel)
     for (r, c), v in np.ndenumerate(g):
       ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=6, color="w")
   fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
-  fig.suptitle(title)
+  fig.suptitle(title, fontsize=9)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=110)
   plt.close(fig)
