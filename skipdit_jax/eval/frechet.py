@@ -32,8 +32,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
   part above 1e-3 means the covariances are broken (too few samples for the feature
   size, or NaNs), and raises; smaller imaginary parts are round-off and are dropped.
   """
-  mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-  s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+  mu1 = np.atleast_1d(np.asarray(mu1, np.float64))
+  mu2 = np.atleast_1d(np.asarray(mu2, np.float64))
+  s1 = np.atleast_2d(np.asarray(sigma1, np.float64))
+  s2 = np.atleast_2d(np.asarray(sigma2, np.float64))
   if mu1.shape != mu2.shape:
     raise ValueError(f"mu shapes differ: {mu1.shape} vs {mu2.shape} (features of different "
                      "networks or layers?)")

@@ -28,21 +28,27 @@ import numpy as np
 Params = dict[str, jax.Array]
 
 # (name, in, out, kernel (h, w), stride, padding (h, w)) of every BasicConv2d.
-_STEM = [("Conv2d_1a_3x3", 3, 32, (3, 3), 2, (0, 0)), ("Conv2d_2a_3x3", 32, 32, (3, 3), 1, (0, 0)),
-         ("Conv2d_2b_3x3", 32, 64, (3, 3), 1, (1, 1)), ("Conv2d_3b_1x1", 64, 80, (1, 1), 1, (0, 0)),
+_STEM = [("Conv2d_1a_3x3", 3, 32, (3, 3), 2, (0, 0)),
+         ("Conv2d_2a_3x3", 32, 32, (3, 3), 1, (0, 0)),
+         ("Conv2d_2b_3x3", 32, 64, (3, 3), 1, (1, 1)),
+         ("Conv2d_3b_1x1", 64, 80, (1, 1), 1, (0, 0)),
          ("Conv2d_4a_3x3", 80, 192, (3, 3), 1, (0, 0))]
 
 
 def _block_a(i, pool):
   return [("branch1x1", i, 64, (1, 1), 1, (0, 0)), ("branch5x5_1", i, 48, (1, 1), 1, (0, 0)),
-          ("branch5x5_2", 48, 64, (5, 5), 1, (2, 2)), ("branch3x3dbl_1", i, 64, (1, 1), 1, (0, 0)),
+          ("branch5x5_2", 48, 64, (5, 5), 1, (2, 2)),
+          ("branch3x3dbl_1", i, 64, (1, 1), 1, (0, 0)),
           ("branch3x3dbl_2", 64, 96, (3, 3), 1, (1, 1)),
-          ("branch3x3dbl_3", 96, 96, (3, 3), 1, (1, 1)), ("branch_pool", i, pool, (1, 1), 1, (0, 0))]
+          ("branch3x3dbl_3", 96, 96, (3, 3), 1, (1, 1)),
+          ("branch_pool", i, pool, (1, 1), 1, (0, 0))]
 
 
 def _block_b(i):
-  return [("branch3x3", i, 384, (3, 3), 2, (0, 0)), ("branch3x3dbl_1", i, 64, (1, 1), 1, (0, 0)),
-          ("branch3x3dbl_2", 64, 96, (3, 3), 1, (1, 1)), ("branch3x3dbl_3", 96, 96, (3, 3), 2, (0, 0))]
+  return [("branch3x3", i, 384, (3, 3), 2, (0, 0)),
+          ("branch3x3dbl_1", i, 64, (1, 1), 1, (0, 0)),
+          ("branch3x3dbl_2", 64, 96, (3, 3), 1, (1, 1)),
+          ("branch3x3dbl_3", 96, 96, (3, 3), 2, (0, 0))]
 
 
 def _block_c(i, c7):
@@ -64,11 +70,13 @@ def _block_d(i):
 
 def _block_e(i):
   return [("branch1x1", i, 320, (1, 1), 1, (0, 0)), ("branch3x3_1", i, 384, (1, 1), 1, (0, 0)),
-          ("branch3x3_2a", 384, 384, (1, 3), 1, (0, 1)), ("branch3x3_2b", 384, 384, (3, 1), 1, (1, 0)),
+          ("branch3x3_2a", 384, 384, (1, 3), 1, (0, 1)),
+          ("branch3x3_2b", 384, 384, (3, 1), 1, (1, 0)),
           ("branch3x3dbl_1", i, 448, (1, 1), 1, (0, 0)),
           ("branch3x3dbl_2", 448, 384, (3, 3), 1, (1, 1)),
           ("branch3x3dbl_3a", 384, 384, (1, 3), 1, (0, 1)),
-          ("branch3x3dbl_3b", 384, 384, (3, 1), 1, (1, 0)), ("branch_pool", i, 192, (1, 1), 1, (0, 0))]
+          ("branch3x3dbl_3b", 384, 384, (3, 1), 1, (1, 0)),
+          ("branch_pool", i, 192, (1, 1), 1, (0, 0))]
 
 
 _MIXED = [("Mixed_5b", "A", _block_a(192, 32)), ("Mixed_5c", "A", _block_a(256, 64)),
