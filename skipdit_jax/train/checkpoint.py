@@ -197,9 +197,13 @@ class Checkpointer:
     if diff:
       shown = "\n  ".join(diff[:_SHOWN])
       more = f"\n  ... and {len(diff) - _SHOWN} more" if len(diff) > _SHOWN else ""
+      only_opt = all(line.startswith("opt_state.") for line in diff)
+      hint = ("Only the optimizer state differs: the optimizer chain changed (e.g. "
+              "train.grad_clip switched between 0 and > 0). " if only_opt else "")
       raise CheckpointError(
           f"checkpoint {self._step_dir(step)} does not fit this model/optimizer "
-          f"({len(diff)} of {len(expected)} arrays differ):\n  {shown}{more}\nIt was "
+          f"({len(diff)} array paths differ; this config expects {len(expected)} "
+          f"arrays):\n  {shown}{more}\n{hint}It was "
           f"written by another config (compare {CONFIG_JSON} in the workdir). Use a new "
           f"--workdir, restore the old model/optimizer fields, or pass "
           f"--config.train.allow_new_model=True to move it aside and start fresh.")
