@@ -2,6 +2,7 @@
 the error each gives into docs/RELIABILITY.md (between the BAD-INPUTS markers).
 
 Usage: python scripts/reliability_table.py [--out docs/RELIABILITY.md] [--no-files]
+(--no-files reruns the config rows only and keeps the file rows already in the page)
 
 Config fields go through `check_config`, the function `main` runs first, and are shown
 as main prints them; file cases run the real command line (`python -m skipdit_jax.main`)
@@ -57,6 +58,10 @@ CONFIG_CASES = [
     ("mesh not matching the device count", {"mesh.data": 2, "mesh.fsdp": 2}, 8),
     ("two mesh axes set to -1", {"mesh.data": -1, "mesh.fsdp": -1}, 8),
     ("batch not divisible by the data axes", {"mesh.fsdp": 2, "train.batch_size": 250}, 8),
+    ("unknown sharding preset", {"mesh.preset": "zero3"}, 1),
+    ("sharding rule naming no mesh axis", {"mesh.rules": (("mlp", "model"),)}, 1),
+    ("parameters that cannot split over the mesh", {"mesh.data": 1, "mesh.fsdp": -1,
+                                                     "train.batch_size": 255}, 3),
 ]
 
 
@@ -209,12 +214,18 @@ def _cell(s: str) -> str:
   return s.replace("|", "\\|").replace("\n", " / ")
 
 
-def render(config: list, files: list) -> str:
+FILES_HEADING = "### Workdirs and checkpoint files (the real command line)"
+
+
+def render(config: list, files: list | str) -> str:
+  """The table block; `files` may be the already rendered file section (kept as is)."""
   lines = [BEGIN, "", "### Config fields (checked by `check_config` before any compute)", "",
            "| bad input | tried | outcome | message |", "|---|---|---|---|"]
   lines += [f"| {_cell(a)} | {_cell(b)} | {_cell(c)} | {_cell(d)} |" for a, b, c, d in config]
-  if files:
-    lines += ["", "### Workdirs and checkpoint files (the real command line)", "",
+  if isinstance(files, str):
+    lines += ["", files.strip()]
+  elif files:
+    lines += ["", FILES_HEADING, "",
               "| bad input | tried | outcome | message |", "|---|---|---|---|"]
     lines += [f"| {_cell(a)} | {_cell(b)} | {_cell(c)} | {_cell(d)} |"
               for a, b, c, d in files]
@@ -225,13 +236,19 @@ def render(config: list, files: list) -> str:
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--out", default=os.path.join(ROOT, "docs", "RELIABILITY.md"))
-  p.add_argument("--no-files", action="store_true", help="config cases only (seconds)")
+  p.add_argument("--no-files", action="store_true",
+                 help="rerun the config cases only (seconds); keep the file rows already there")
   a = p.parse_args()
   config = config_rows()
   tmp = tempfile.mkdtemp(prefix="bad_inputs_")
-  files = [] if a.no_files else file_rows(tmp)
-  table = render(config, files)
   text = open(a.out).read() if os.path.exists(a.out) else f"# Reliability\n\n{BEGIN}\n{END}\n"
+  files: list | str = []
+  if a.no_files:
+    if FILES_HEADING in text and END in text:
+      files = text[text.index(FILES_HEADING):text.index(END)]
+  else:
+    files = file_rows(tmp)
+  table = render(config, files)
   if BEGIN in text and END in text:
     text = text[:text.index(BEGIN)] + table + text[text.index(END) + len(END):]
   else:
@@ -240,8 +257,9 @@ def main() -> None:
     f.write(text)
   shutil.rmtree(tmp, ignore_errors=True)
   accepted = sum(r[2].startswith("accepted") for r in config)
+  n_files = files.count("\n| ") - 1 if isinstance(files, str) else len(files)
   print(json.dumps({"config_cases": len(config), "config_accepted": accepted,
-                    "file_cases": len(files), "out": a.out}))
+                    "file_cases": n_files, "out": a.out}))
 
 
 if __name__ == "__main__":

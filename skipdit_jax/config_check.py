@@ -3,9 +3,9 @@
 `check_config` gathers all problems and raises one `ConfigError` whose lines each name
 the field, its value and the fix. The packages that own a rule keep it (model shapes:
 `models.validate_shape` / `models.parse_name`; datasets: the data registry; schedules:
-`diffusion.betas_for`; meshes: `parallel`; cache plans: `sampling`); this module calls
-them and adds the cross-field rules nobody else can see (batch vs. mesh, intervals vs.
-run length, a workdir trained with another model).
+`diffusion.betas_for`; meshes and sharding rules: `parallel`; cache plans: `sampling`);
+this module calls them and adds the cross-field rules nobody else can see (batch vs.
+mesh, intervals vs. run length, a workdir trained with another model).
 """
 from __future__ import annotations
 
@@ -198,35 +198,33 @@ def _check_sample(config, problems: list[str]) -> None:
 
 
 def _check_mesh(config, problems: list[str], num_devices: int | None) -> None:
-  mesh = _get(config, "mesh")
-  if mesh is None:
+  """The mesh's own checks (parallel/): sizes vs devices, rule names, and that every
+  sharded parameter dimension splits evenly; then the batch vs the data axes."""
+  if _get(config, "mesh") is None or num_devices is None:
     return
-  sizes = {a: _get(config, f"mesh.{a}", 1) for a in ("data", "fsdp", "tensor")}
-  bad = [a for a, v in sizes.items() if not _is_int(v) or (v < 1 and v != -1)]
-  for a in bad:
-    problems.append(f"config.mesh.{a}={sizes[a]!r} must be a positive integer or -1 "
-                    f"(-1 = the remaining devices)")
-  rest = [a for a, v in sizes.items() if v == -1]
-  if len(rest) > 1:
-    problems.append(f"config.mesh has {len(rest)} axes set to -1 ({', '.join(rest)}); at "
-                    f"most one axis may take the remaining devices")
-  if bad or len(rest) > 1 or num_devices is None:
+  from skipdit_jax import models, parallel
+  shape = _catch(problems, parallel.mesh_shape, config.mesh, num_devices)
+  rules = _catch(problems, parallel.axis_rules, config.mesh)
+  if shape is None:
     return
-  fixed = math.prod(v for v in sizes.values() if v != -1)
-  if (rest and num_devices % fixed) or (not rest and fixed != num_devices):
-    shown = " x ".join(f"{a}={v}" for a, v in sizes.items())
-    problems.append(f"config.mesh ({shown}) does not fit the {num_devices} devices: make "
-                    f"the product of mesh.data, mesh.fsdp and mesh.tensor equal "
-                    f"{num_devices}, or set one of them to -1")
-    return
-  if rest:
-    sizes[rest[0]] = num_devices // fixed
-  batch_ways = sizes["data"] * sizes["fsdp"]  # the batch is split over both
+  sizes = dict(zip(parallel.AXES, shape))
+  batch_ways = math.prod(sizes[a] for a in parallel.BATCH_AXES)
   batch = _get(config, "train.batch_size")
   if _is_int(batch) and batch > 0 and batch % batch_ways:
+    shown = " x ".join(f"mesh.{a}" for a in parallel.BATCH_AXES)
     problems.append(f"config.train.batch_size={batch} is not divisible by the data axes "
-                    f"(mesh.data x mesh.fsdp = {batch_ways}): use a multiple of "
-                    f"{batch_ways}, e.g. {batch_ways * max(1, batch // batch_ways)}")
+                    f"({shown} = {batch_ways}): use a multiple of {batch_ways}, e.g. "
+                    f"{batch_ways * max(1, batch // batch_ways)}")
+  if rules is None or any(p.startswith(("model.", "config.model.", "unknown model"))
+                          for p in problems):
+    return
+  if all(v == 1 for v in sizes.values()) and not _get(config, "mesh.rules"):
+    return  # nothing is split, and the preset names only known axes: skip the shapes pass
+  try:
+    model = models.create(config.model.name, **model_fields(config))
+  except (ValueError, TypeError, ZeroDivisionError):
+    return
+  _catch(problems, parallel.param_specs, model, rules, sizes)
 
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> bool:

@@ -72,12 +72,17 @@ CASES = [
      ["'deep_cache'", "long_skip=True"]),
     (dict(sample__cache=dict(policy="skip_cache", interval=2, window=(700, 50))), 1,
      ["sample.cache.window=(700, 50)"]),
-    (dict(mesh__data=2, mesh__fsdp=2), 8, ["data=2 x fsdp=2 x tensor=1", "8 devices"]),
-    (dict(mesh__data=-1, mesh__fsdp=-1), 8, ["2 axes set to -1"]),
-    (dict(mesh__fsdp=3), 8, ["8 devices", "-1"]),
+    (dict(mesh__data=2, mesh__fsdp=2), 8, ["mesh.data=2, mesh.fsdp=2", "8 devices"]),
+    (dict(mesh__data=-1, mesh__fsdp=-1), 8, ["config.mesh.data and config.mesh.fsdp",
+                                            "at most one"]),
+    (dict(mesh__fsdp=3), 8, ["8 devices", "divide"]),
     (dict(mesh__data=0), 1, ["config.mesh.data=0"]),
     (dict(mesh__data=-1, mesh__fsdp=2, train__batch_size=250), 8,
      ["config.train.batch_size=250", "mesh.data x mesh.fsdp = 8", "248"]),
+    (dict(mesh__preset="zero3"), 1, ["config.mesh.preset='zero3'"]),
+    (dict(mesh__rules=(("mlp", "model"),)), 1, ["config.mesh.rules[0]", "'model'"]),
+    (dict(mesh__data=1, mesh__fsdp=-1, train__batch_size=255), 3,
+     ["parameter", "cannot be split", "3 ways"]),
 ]
 
 
