@@ -9,7 +9,7 @@ package knows nothing of models. A new source registers itself with
 from skipdit_jax.data.idx import parse_idx, read_idx
 from skipdit_jax.data.pipeline import BatchIterator
 from skipdit_jax.data.sources import SOURCES, load_source, register_source
-from skipdit_jax.data import debian, embedded, latents  # noqa: F401  (register built-in sources)
+from skipdit_jax.data import debian, embedded, latents, tfds_source  # noqa: F401  (register built-in sources)
 
 __all__ = ["SOURCES", "BatchIterator", "load_source", "parse_idx", "read_idx",
            "register_source"]
