@@ -45,6 +45,7 @@ def get_config(long_skip: bool = False) -> ml_collections.ConfigDict:
 
   c.sample.sampler, c.sample.num_steps, c.sample.eta = "ddpm", 250, 0.0
   c.sample.cfg_scale = 1.5
+  c.sample.clip_denoised = False    # latents are unbounded (as the official sampler)
   c.sample.num_per_class, c.sample.batch_size = 50, 256
   c.sample.grid_per_class = 0        # latent grids are not images without the VAE
   c.eval.class_accuracy = False      # the digits classifier does not apply; FID is eval/'s
