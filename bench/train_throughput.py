@@ -5,6 +5,8 @@ step (forward with label dropout, hybrid loss, backward, clipped AdamW, EMA). FL
 XLA's cost analysis of the compiled step; time is the median of `--repeats` timed steps
 after `--warmup` untimed ones. The matmul ceiling is a float32 (n, n) @ (n, n) on random
 data, measured before and after the models; the higher of the two is the reference.
+`cpu_flops_fraction` repeats the comparison per CPU-second of this process, which other
+jobs on a shared machine disturb far less than wall time.
 Timed runs alternate between the models so that a load spike hits both alike. Ends with
   {"matmul_gflops": ..., "dit": {"img_per_s", "gflops", "flops_fraction", ...},
    "skipdit": {...}}
@@ -16,32 +18,45 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
+import sys
 import time
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from skipdit_jax import diffusion as dfn
-from skipdit_jax import models
-from skipdit_jax.train import TrainState, lr_schedule, make_optimizer, make_train_step
-from skipdit_jax.train.perf import compiled_flops
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from skipdit_jax import diffusion as dfn  # noqa: E402
+from skipdit_jax import models  # noqa: E402
+from skipdit_jax.train import TrainState, lr_schedule, make_optimizer, make_train_step  # noqa: E402,E501
+from skipdit_jax.train.perf import compiled_flops  # noqa: E402
 
 
-def matmul_gflops(n: int, repeats: int) -> float:
-  """Best-of-`repeats` float32 (n, n) @ (n, n) rate in GFLOP/s."""
+def cpu_seconds() -> float:
+  """CPU time of this process, all threads (user + system)."""
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
+def matmul_gflops(n: int, repeats: int) -> tuple[float, float]:
+  """Best-of-`repeats` float32 (n, n) @ (n, n): (GFLOP/s of wall time, GFLOP per
+  CPU-second). The second is what a shared machine's load changes least."""
   rng = np.random.default_rng(0)
   a = jnp.asarray(rng.standard_normal((n, n), np.float32))
   b = jnp.asarray(rng.standard_normal((n, n), np.float32))
   f = jax.jit(jnp.matmul)
   jax.block_until_ready(f(a, b))
-  best = float("inf")
+  best, best_cpu = float("inf"), float("inf")
   for _ in range(repeats):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     jax.block_until_ready(f(a, b))
     best = min(best, time.perf_counter() - t0)
-  return 2.0 * n ** 3 / best / 1e9
+    best_cpu = min(best_cpu, cpu_seconds() - c0)
+  return 2.0 * n ** 3 / best / 1e9, 2.0 * n ** 3 / best_cpu / 1e9
 
 
 class StepBench:
@@ -67,13 +82,15 @@ class StepBench:
     self.compile_s = time.perf_counter() - t0
     self.flops = compiled_flops(self.compiled)
     self.times: list[float] = []
+    self.cpu_times: list[float] = []
 
   def run(self, timed: bool) -> None:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     self.state, metrics = self.compiled(self.state, self.x, self.y)
     jax.block_until_ready(metrics)
     if timed:
       self.times.append(time.perf_counter() - t0)
+      self.cpu_times.append(cpu_seconds() - c0)
 
 
 def main() -> None:
@@ -98,21 +115,27 @@ def main() -> None:
     for b in benches.values():
       b.run(timed=True)
   mm_after = matmul_gflops(args.matmul_n, 5)
-  mm = max(mm_before, mm_after)
+  mm = max(mm_before[0], mm_after[0])
+  mm_cpu = max(mm_before[1], mm_after[1])
 
-  result = {"matmul_gflops": mm, "matmul_gflops_before_after": [mm_before, mm_after],
+  result = {"matmul_gflops": mm,
+            "matmul_gflops_before_after": [mm_before[0], mm_after[0]],
+            "matmul_gflop_per_cpu_s": mm_cpu,
             "device": jax.devices()[0].device_kind, "host": platform.machine(),
             "batch": args.batch, "size": args.size, "dtype": args.dtype}
   for key, b in benches.items():
     t = float(np.median(b.times))
     gflops = b.flops / t / 1e9 if b.flops else None
+    cpu_rate = b.flops / float(np.median(b.cpu_times)) / 1e9 if b.flops else None
     result[key] = {"img_per_s": args.batch / t, "step_ms": t * 1e3,
                    "gflops": gflops, "flops_fraction": gflops / mm if gflops else None,
+                   "cpu_flops_fraction": cpu_rate / mm_cpu if cpu_rate else None,
                    "gflop_per_step": b.flops / 1e9 if b.flops else None,
                    "params": models.param_count(b.model), "compile_s": b.compile_s}
     print(f"{key:8s} {b.model.depth} blocks: {t * 1e3:7.1f} ms/step  "
           f"{args.batch / t:6.2f} img/s  {gflops or 0:6.1f} GFLOP/s "
-          f"({(gflops or 0) / mm:.0%} of the {mm:.0f} GFLOP/s matmul)", flush=True)
+          f"({(gflops or 0) / mm:.0%} of the {mm:.0f} GFLOP/s matmul; per CPU-second "
+          f"{result[key]['cpu_flops_fraction'] or 0:.0%})", flush=True)
   print(json.dumps(result), flush=True)
 
 
