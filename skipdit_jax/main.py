@@ -25,7 +25,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "run folder: config, checkpoints, events, samples")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "what to do with the workdir")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "compile"],
+                  "what to do with the workdir (compile: plan memory/FLOPs, no workdir)")
 
 
 def _check_extra_fields(config) -> None:
@@ -170,6 +171,14 @@ def main(argv) -> None:
   config, workdir = FLAGS.config, FLAGS.workdir
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/digits_skipdit.py")
+  if FLAGS.mode == "compile":  # shapes only: no data, no workdir (skipdit_jax/parallel/aot.py)
+    from skipdit_jax.parallel import aot
+    try:
+      aot.main(config)
+    except ConfigError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    return
   if not workdir:
     raise app.UsageError("--workdir is required: the run folder (rerunning resumes)")
   t0 = time.perf_counter()

@@ -48,7 +48,7 @@ def jit_train_step(step: Callable, mesh: Mesh, state_sh: Any, *, extra_state: in
   return jax.jit(step, **step_jit_kwargs(mesh, state_sh, extra_state=extra_state))
 
 
-def _cache_shardings(cache: Any, mesh: Mesh, n: int) -> Any:
+def cache_shardings(cache: Any, mesh: Mesh, n: int) -> Any:
   """Cache leaves whose leading dim is the (CFG-doubled) batch split like the batch."""
   ways = batch_ways(mesh)
 
@@ -79,7 +79,7 @@ class ShardedSampler:
     if n % batch_ways(self.mesh):
       raise ValueError(f"sample batch {n} is not divisible by mesh.data x mesh.fsdp = "
                        f"{batch_ways(self.mesh)}; use a multiple (config.sample.batch_size)")
-    cache_sh = _cache_shardings(b.empty_cache(params, x, y), self.mesh, n)
+    cache_sh = cache_shardings(b.empty_cache(params, x, y), self.mesh, n)
     rep, batch = replicated(self.mesh), batch_sharding(self.mesh)
     smp = copy.copy(b)  # same plan / policy / tables; only the two step functions change
     smp.full_step = jax.jit(

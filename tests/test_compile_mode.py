@@ -1,0 +1,98 @@
+"""`--mode=compile` (skipdit_jax/parallel/aot.py) on 8 fake CPU devices, through the CLI.
+
+A small Skip-DiT (width 256, so matmuls dominate the step as they do at XL/2) is planned
+under pure data parallelism and under fsdp=8, each in a child process with XLA_FLAGS set.
+XLA's FLOP count is checked against a count made here from the parameter shapes alone,
+and FSDP must shrink the per-device bytes.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from skipdit_jax import models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = ("--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
+         "--xla_llvm_disable_expensive_passes=true")
+MODEL = dict(hidden_size=256, depth=4, num_heads=4)
+BATCH = 16
+OVERRIDES = [f"--config.model.{k}={v}" for k, v in MODEL.items()] + [
+    f"--config.train.batch_size={BATCH}", "--config.sample.batch_size=8"]
+
+
+def _compile(mesh: tuple[int, int, int]) -> dict:
+  d, f, t = mesh
+  env = dict(os.environ, XLA_FLAGS=FLAGS, JAX_PLATFORMS="cpu")
+  p = subprocess.run(
+      [sys.executable, "-m", "skipdit_jax.main", "--config=configs/digits_skipdit.py",
+       "--mode=compile", f"--config.mesh.data={d}", f"--config.mesh.fsdp={f}",
+       f"--config.mesh.tensor={t}"] + OVERRIDES,
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+  lines = p.stdout.strip().splitlines()
+  assert any("train step FLOPs" in l for l in lines), p.stdout  # the human-readable report
+  return json.loads(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def plans():
+  return {"data": _compile((8, 1, 1)), "fsdp": _compile((1, 8, 1))}
+
+
+def _count_from_shapes() -> float:
+  """Train-step matmul FLOPs of the digits Skip-DiT, from its parameter shapes.
+
+  Every 2-D kernel is a matmul run once per token (2 FLOPs per weight per token), except
+  the conditioning ones (adaLN modulations, timestep MLP), run once per example;
+  attention adds QK^T and AV, 2 x 2 T^2 D per block. Backward = 2 x forward.
+  """
+  model = models.create("SkipDiT-Tiny/2", input_size=8, in_channels=1, num_classes=10,
+                        patch_size=2, learn_sigma=False, **MODEL)  # configs/digits_skipdit
+  shapes = jax.eval_shape(lambda r: models.init_params(model, r), jax.random.key(0))
+  tokens = (8 // 2) ** 2
+  per_token = per_example = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+    name = jax.tree_util.keystr(path)
+    if not name.endswith("['kernel']"):
+      continue
+    size = int(np.prod(leaf.shape))
+    if "adaLN_modulation" in name or "t_embedder" in name:
+      per_example += size
+    else:
+      per_token += size
+  forward = 2 * tokens * per_token + 2 * per_example + MODEL["depth"] * 4 * tokens ** 2 * 256
+  return 3.0 * BATCH * forward
+
+
+def test_json_fields(plans):
+  for r in plans.values():
+    for key in ("flops", "bytes_per_device", "analytic_flops", "flops_vs_analytic",
+                "naive_6NT_flops", "flops_vs_6NT", "train", "sampler"):
+      assert r[key] is not None, key
+    assert r["devices"] == 8 and r["global_batch"] == BATCH
+    assert {"full", "cached:cached"} <= set(r["sampler"])
+  assert plans["fsdp"]["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+
+
+def test_xla_flops_match_count_from_shapes(plans):
+  expected = _count_from_shapes()
+  for r in plans.values():
+    assert abs(r["flops"] / expected - 1) < 0.05, (r["flops"], expected)
+    assert abs(r["analytic_flops"] / expected - 1) < 1e-9  # aot's formula, same count
+    assert r["flops_within_5pct"] is True
+  # The mesh changes where the work runs, not the step's total.
+  assert plans["data"]["flops"] == plans["fsdp"]["flops"]
+
+
+def test_fsdp_shrinks_bytes_per_device(plans):
+  data, fsdp = plans["data"], plans["fsdp"]
+  assert fsdp["bytes_per_device"] < data["bytes_per_device"]
+  # State (params, Adam moments, EMA) is the step's argument: split 8 ways, except the
+  # few replicated vectors (biases, norm scales).
+  ratio = fsdp["train"]["argument_bytes"] / data["train"]["argument_bytes"]
+  assert ratio < 1 / 8 * 1.15, ratio
