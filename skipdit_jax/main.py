@@ -53,15 +53,30 @@ def _sample_kwargs(config, cached: bool) -> dict[str, Any]:
 
 
 def _generate(model, params, diffusion, labels, seed: int, batch: int, **kw):
-  """Samples for `labels` in chunks of `batch`; returns (images (N,H,W,C), seconds)."""
+  """Samples for `labels` in chunks of `batch`; returns (images (N,H,W,C), seconds).
+
+  Params sharded over a mesh (a multi-device run) sample with the sharded steps."""
+  import functools
   import jax
   import numpy as np
+  from skipdit_jax import parallel
+  from skipdit_jax.parallel import training as sharded
   from skipdit_jax.sampling import generate
+  mesh = parallel.params_mesh(params)
+  if mesh is not None:
+    generate = functools.partial(sharded.generate, mesh,
+                                 jax.tree.map(lambda a: a.sharding, params))
   t0 = time.perf_counter()
   out = [generate(model, params, diffusion, labels[i:i + batch],
                   jax.random.fold_in(jax.random.PRNGKey(seed), i), **kw)
          for i in range(0, len(labels), batch)]
   return np.concatenate(out), time.perf_counter() - t0
+
+
+def _is_main() -> bool:
+  """Only process 0 of a multi-host run writes files."""
+  import jax
+  return jax.process_index() == 0
 
 
 def _class_labels(config, per_class: int):
@@ -94,8 +109,9 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
     # A second identical run times the compiled sampler alone (the first one compiles).
     _, steady_s = _generate(model, ema_params, diffusion, labels, s.seed, s.batch_size, **kw)
     stem = os.path.join(workdir, "samples", f"{tag}{suffix}")
-    image_grid.save_grid(imgs, stem + ".png", ncol=s.num_per_class, scale=2)
-    np.savez_compressed(stem + ".npz", images=imgs, labels=labels)
+    if _is_main():  # every process samples (collectives); process 0 writes
+      image_grid.save_grid(imgs, stem + ".png", ncol=s.num_per_class, scale=2)
+      np.savez_compressed(stem + ".npz", images=imgs, labels=labels)
     out[f"sample{suffix}_s"] = first_s
     out[f"sample{suffix}_steady_s"] = steady_s
     out[f"samples{suffix}_file"] = stem + ".npz"
@@ -125,6 +141,8 @@ def train_mode(config, workdir: str) -> dict[str, Any]:
       return None
     imgs, _ = _generate(model, ema_params, diffusion, labels, config.sample.seed,
                         config.sample.batch_size, **_sample_kwargs(config, False))
+    if not _is_main():
+      return None
     return image_grid.save_grid(imgs, os.path.join(workdir, "samples", f"grid_{step:07d}.png"),
                                 ncol=config.sample.grid_per_class, scale=2)
 
@@ -141,10 +159,12 @@ def train_mode(config, workdir: str) -> dict[str, Any]:
 
 def sample_mode(config, workdir: str) -> dict[str, Any]:
   import jax
+  from skipdit_jax import parallel
   from skipdit_jax.train import Checkpointer, abstract_state, build_model
   model = build_model(config)
   ckpt = Checkpointer(workdir, read_only=True)  # a missing workdir is an error, not created
-  restored = ckpt.restore(abstract_state(config, model))
+  abstract = abstract_state(config, model)
+  restored = ckpt.restore(parallel.MeshRun(config, model, abstract).abstract(abstract))
   ckpt.close()
   if restored is None:
     raise FileNotFoundError(f"--workdir={workdir!r} holds no checkpoint to sample from; "
@@ -198,8 +218,9 @@ def main(argv) -> None:
     sys.exit(3 if isinstance(e, NonFiniteError) else 2)
   result["total_time_s"] = time.perf_counter() - t0
   result["workdir"] = os.path.abspath(workdir)
-  with open(os.path.join(workdir, f"result_{FLAGS.mode}.json"), "w") as f:
-    json.dump(result, f, indent=2, default=float)
+  if _is_main():
+    with open(os.path.join(workdir, f"result_{FLAGS.mode}.json"), "w") as f:
+      json.dump(result, f, indent=2, default=float)
   print(json.dumps(result, default=float), flush=True)
   if result.get("preempted"):
     from skipdit_jax.train.preemption import PREEMPTED_EXIT_CODE

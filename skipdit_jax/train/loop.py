@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from skipdit_jax import config_check, data, diffusion as dfn, models
+from skipdit_jax import config_check, data, diffusion as dfn, models, parallel
 from skipdit_jax.train import checkpoint, optim, perf, writers
 from skipdit_jax.train.guard import GuardedStep
 from skipdit_jax.train.preemption import PreemptionWatcher
@@ -65,9 +65,11 @@ class _AotJit:
 
 
 class _Prefetcher:
-  """Yields device batches from a BatchIterator, `depth` ahead, from a daemon thread."""
+  """Yields device batches from a BatchIterator, `depth` ahead, from a daemon thread;
+  `put(images, labels)` turns this process's rows into the global arrays."""
 
-  def __init__(self, it: data.BatchIterator, depth: int = 2):
+  def __init__(self, it: data.BatchIterator, put: Callable, depth: int = 2):
+    self._put = put
     self._queue: queue.Queue = queue.Queue(maxsize=depth)
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, args=(it,), daemon=True)
@@ -77,7 +79,7 @@ class _Prefetcher:
     try:
       while not self._stop.is_set():
         b = next(it)
-        item = (jax.device_put(b["image"]), jax.device_put(b["label"]))
+        item = self._put(b["image"], b["label"])
         while not self._stop.is_set():
           try:
             self._queue.put(item, timeout=0.1)
@@ -114,25 +116,31 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   tx = optim.make_optimizer(tc)
   schedule = optim.lr_schedule(tc)
 
-  if config_check.check_workdir(config, workdir):  # another model shape, allowed: fresh start
+  # The mesh of config.mesh (one device: a 1x1x1 mesh, the plain path); skipdit_jax/parallel.
+  run = parallel.MeshRun(config, model, abstract_state(config, model))
+  if config_check.check_workdir(config, workdir) and run.is_main:  # other shape: fresh start
     checkpoint.move_aside(workdir)
+  run.sync("workdir")
   ckpt = checkpoint.Checkpointer(workdir, keep=tc.get("ckpt_keep", 3),
                                  keep_every=tc.get("ckpt_keep_every", 0),
                                  async_save=tc.get("ckpt_async", True))
-  state = init_state(config, model, tx)
-  restored = ckpt.restore(state)
+  state = run.init(lambda: init_state(config, model, tx))  # born sharded
+  restored = ckpt.restore(state)  # onto the same shardings
   meta: dict[str, Any] = {}
   if restored is not None:
     state, meta = restored
     logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
-  # Restored arrays come back committed to a device; commit fresh ones the same way, so
-  # a fresh and a resumed run lower to one program (and share the compilation cache).
-  state = jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-  checkpoint.save_config(config, workdir)
+  # Fresh, restored and imported states all carry the run's shardings, so they lower to
+  # one program (and share the compilation cache).
+  state = run.place(state)
+  if run.is_main:  # only process 0 writes files; orbax coordinates the checkpoint itself
+    checkpoint.save_config(config, workdir)
   start_step = int(state.step)
   position = int(meta.get("data", {}).get("position", start_step))
+  index, count = run.rows  # this process reads only its rows of every global batch
   it = data.BatchIterator(images, labels, tc.batch_size, config.seed,
-                          random_flip=config.data.random_flip, start_position=position)
+                          random_flip=config.data.random_flip, start_position=position,
+                          process_index=index, process_count=count)
 
   def raw_step(s, x, y):
     return train_step(s, x, y, model=model, diffusion=diffusion, tx=tx, schedule=schedule,
@@ -142,16 +150,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   def make_jit(fn, **kw):
     aot["step"] = _AotJit(fn, **kw)
     return aot["step"]
-  step_fn = GuardedStep(raw_step, tc.get("nonfinite", "skip"), jit=make_jit)
+  step_fn = GuardedStep(raw_step, tc.get("nonfinite", "skip"), jit=make_jit,
+                        **run.step_jit_kwargs())
   step_fn.restore(meta.get("guard"))
 
-  writer = writers.create_writer(f"{workdir}/tensorboard")
+  writer = writers.create_writer(f"{workdir}/tensorboard" if run.is_main else None,
+                                 console=run.is_main)
   if start_step == 0:
     writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
-  n_dev = jax.device_count()
+  n_dev = run.num_devices
   peak = perf.peak_flops()
   total = tc.num_steps
-  summary: dict[str, Any] = {"start_step": start_step, "steps": start_step}
+  summary: dict[str, Any] = {"start_step": start_step, "steps": start_step,
+                             "mesh": dict(run.mesh.shape)}
   if start_step >= total:
     logging.info("workdir already holds step %d >= train.num_steps=%d; nothing to train",
                  start_step, total)
@@ -168,7 +179,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
                                 "guard": step_fn.counters(), "loss": loss,
                                 "config": resolved})
 
-  prefetch = _Prefetcher(it)
+  prefetch = _Prefetcher(it, run.global_batch)
   pending: list[dict] = []
   flops = None
   t_start = time.perf_counter()
@@ -186,7 +197,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         if t_first is None:  # the first call compiled; time the rest only
           jax.block_until_ready(metrics)
           t_first = time.perf_counter()
-          flops = perf.compiled_flops(aot["step"].compiled)
+          flops = perf.compiled_flops(aot["step"].compiled)  # one device's program
+          flops = flops * n_dev if flops else None
           logging.info("compiled the train step in %.1fs (%s GFLOP per step)",
                        t_first - t_start, f"{flops / 1e9:.3f}" if flops else "?")
           t_log, step_log = t_first, step
