@@ -55,6 +55,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.ckpt_async = True         # write checkpoints in the background
   c.train.nonfinite = "skip"        # NaN/Inf loss or grad: skip (drop + count) | stop
   c.train.allow_new_model = False   # True: a workdir of another model shape starts fresh
+  # Warm start and the two-stage upcycling recipe (REFERENCE §6; skipdit_jax/train/warm_start.py).
+  # init_from: an official .pt/.pth/.safetensors/.npz file or the workdir of a run trained
+  # here; read only when the workdir has no checkpoint (resuming never re-imports). A
+  # vanilla DiT given to a Skip-DiT model is upcycled (fresh skip fusions). "" = random init.
+  c.train.init_from = ""
+  # trainable: "all" | "skip_only" (stage 1: only the skip fusions train; every other
+  # weight gets exactly zero updates, weight decay included; needs model.long_skip=True).
+  c.train.trainable = "all"
 
   c.sample = ml_collections.ConfigDict()
   c.sample.sampler = "ddim"         # ddim | ddpm

@@ -8,9 +8,9 @@ decay, no warm-up, global batch 256, EMA 0.9999, learned sigma, 1000 linear-beta
 Sampling: 250-step DDPM, CFG 1.5, 50 images per class (50k for FID) from the EMA weights.
 `configs/imagenet256_skipdit_xl2.py` differs only in `model.long_skip`.
 
-Starting from the released weights and the two-stage upcycling recipe (REFERENCE §6) use
-`models.init_from_official` / `models.with_trainable`; see docs/IMPORT.md (the trainer's
-`train.init_from` / `train.trainable` fields are not wired yet).
+Fine-tune the released weights with `--config.train.init_from=DiT-XL-2-256x256.pt`; the
+two-stage upcycling recipe (REFERENCE §6) is `configs/imagenet256_skipdit_xl2.py:stage1`
+then `:stage2` (docs/IMPORT.md).
 """
 import ml_collections
 

@@ -1,13 +1,38 @@
 """ImageNet 256 Skip-DiT-XL/2: `configs/imagenet256_dit_xl2.py` with long skips.
 
-The released `DiT-XL-2-skip.pt` was trained 2.9M steps with this recipe; the paper
-samples it with Skip-Cache (`--config.sample.cache.policy=skip_cache
+The released `DiT-XL-2-skip.pt` was trained 2.9M steps from scratch with this recipe; the
+paper samples it with Skip-Cache (`--config.sample.cache.policy=skip_cache
 --config.sample.cache.interval=2 --config.sample.cache.k=4`).
+
+Config argument (`--config=configs/imagenet256_skipdit_xl2.py:ARG`):
+  (none)   from scratch, the released run's recipe.
+  stage1   upcycling stage 1 (REFERENCE §6): start from the vanilla `DiT-XL-2-256x256.pt`
+           (fresh skip fusions) and train only the fusions (`train.trainable="skip_only"`).
+  stage2   stage 2: start from stage 1's workdir and train everything.
+REFERENCE gives no stage lengths: the `num_steps` below are ours (override them). The
+paths are defaults to override with `--config.train.init_from=...`; a missing one is
+refused before any compute. Both stages read latents like the main recipe.
 """
 import ml_collections
 
 from configs import imagenet256_dit_xl2
 
+STAGES = ("", "stage1", "stage2")
+STAGE1_INIT = "DiT-XL-2-256x256.pt"        # the released vanilla DiT-XL/2 (or .safetensors)
+STAGE1_WORKDIR = "runs/skipdit_xl2_stage1"  # stage 2 reads stage 1's latest params here
 
-def get_config() -> ml_collections.ConfigDict:
-  return imagenet256_dit_xl2.get_config(long_skip=True)
+
+def get_config(stage: str = "") -> ml_collections.ConfigDict:
+  c = imagenet256_dit_xl2.get_config(long_skip=True)
+  if stage not in STAGES:
+    raise ValueError(f"configs/imagenet256_skipdit_xl2.py:{stage}: use one of "
+                     f"{[s for s in STAGES if s]} or no argument")
+  if stage == "stage1":
+    c.train.init_from = STAGE1_INIT
+    c.train.trainable = "skip_only"   # 14 fusions train; the DiT weights stay bit-identical
+    c.train.num_steps = 100_000
+  elif stage == "stage2":
+    c.train.init_from = STAGE1_WORKDIR
+    c.train.trainable = "all"
+    c.train.num_steps = 400_000
+  return c

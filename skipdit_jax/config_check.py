@@ -167,6 +167,53 @@ def _check_train(config, problems: list[str]) -> None:
                     f"{every * max(1, round(keep_every / every))}")
 
 
+def _has_checkpoints(workdir: str | None) -> bool:
+  ckpts = os.path.join(workdir, "checkpoints") if workdir else ""
+  return bool(ckpts) and os.path.isdir(ckpts) and bool(os.listdir(ckpts))
+
+
+def _check_warm_start(config, problems: list[str], workdir: str | None) -> None:
+  """train.trainable and train.init_from (the two-stage upcycling recipe, REFERENCE §6)."""
+  from skipdit_jax.models.upcycle import TRAINABLE
+  trainable = _get(config, "train.trainable", "all")
+  if trainable not in TRAINABLE:
+    problems.append(f"config.train.trainable={trainable!r} is not one of {list(TRAINABLE)}: "
+                    f"use 'skip_only' for stage 1 (only the skip fusions train) or 'all'")
+  elif trainable == "skip_only" and not _get(config, "model.long_skip", False):
+    problems.append("config.train.trainable='skip_only' trains only the skip fusions, but "
+                    "model.long_skip=False has none: set model.long_skip=True (a Skip-DiT) "
+                    "or train.trainable='all'")
+  path = _get(config, "train.init_from", "")
+  if not path:
+    return
+  if not isinstance(path, str):
+    problems.append(f"config.train.init_from={path!r} must be a path string ('' = none)")
+    return
+  if _has_checkpoints(workdir):
+    return  # resuming: the workdir's checkpoint wins and the source is never read
+  from skipdit_jax.train.warm_start import OFFICIAL_SUFFIXES, is_workdir
+  full = os.path.expanduser(path)
+  ext = os.path.splitext(full)[1].lower()
+  if os.path.isdir(full):
+    if not is_workdir(full):
+      problems.append(f"config.train.init_from={path!r} is a directory but not a training "
+                      f"workdir (no config.json and checkpoints/): point it at a run's "
+                      f"--workdir or at an official {'/'.join(OFFICIAL_SUFFIXES)} file")
+  elif not os.path.isfile(full):
+    problems.append(f"config.train.init_from={path!r} does not exist: give the path of an "
+                    f"official {'/'.join(OFFICIAL_SUFFIXES)} checkpoint or a run's workdir, "
+                    f"or '' to start from random weights")
+  elif ext not in OFFICIAL_SUFFIXES:
+    problems.append(f"config.train.init_from={path!r} has an unknown extension {ext!r}: "
+                    f"use one of {list(OFFICIAL_SUFFIXES)} or a run's workdir")
+  elif ext in (".pt", ".pth"):
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+      problems.append(f"config.train.init_from={path!r} is a PyTorch file but torch is not "
+                      f"installed: `pip install torch` (CPU wheels suffice), or convert it "
+                      f"once to .safetensors (docs/IMPORT.md)")
+
+
 def _check_sample(config, problems: list[str]) -> None:
   """The sampler's own checks: solver options, CFG vs. label dropout, the cache plan."""
   if _get(config, "sample") is None:
@@ -271,6 +318,7 @@ def check_config(config: ml_collections.ConfigDict, *, num_devices: int | None =
   for check in (_check_model, _check_data, _check_diffusion, _check_train, _check_sample):
     check(config, problems)
   _check_mesh(config, problems, num_devices)
+  _check_warm_start(config, problems, workdir)
   if problems:
     raise ConfigError(problems)
   check_workdir(config, workdir)

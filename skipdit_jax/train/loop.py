@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 
 from skipdit_jax import config_check, data, diffusion as dfn, models, parallel
-from skipdit_jax.train import checkpoint, optim, perf, writers
+from skipdit_jax.train import checkpoint, optim, perf, warm_start, writers
 from skipdit_jax.train.guard import GuardedStep
 from skipdit_jax.train.preemption import PreemptionWatcher
 from skipdit_jax.train.state import TrainState
@@ -130,6 +130,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   if restored is not None:
     state, meta = restored
     logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
+  elif tc.get("init_from"):  # a fresh run seeded from another model; a resume never is
+    state = warm_start.seed_state(state, config, model, tx)
+    logging.info("initialised the params from train.init_from=%s", tc.init_from)
   # Fresh, restored and imported states all carry the run's shardings, so they lower to
   # one program (and share the compilation cache).
   state = run.place(state)

@@ -5,6 +5,8 @@ import jax
 import ml_collections
 import optax
 
+from skipdit_jax import models
+
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -33,9 +35,12 @@ def _decay_mask(params):
 
 
 def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """optax chain: optional clip_by_global_norm(train.grad_clip), then AdamW."""
-  adamw = optax.adamw(lr_schedule(train), b1=float(train.b1), b2=float(train.b2),
-                      weight_decay=float(train.weight_decay), mask=_decay_mask)
+  """optax chain: optional clip_by_global_norm(train.grad_clip), then AdamW, on the
+  parameters `train.trainable` selects ("all", or "skip_only": stage 1 of upcycling,
+  where every other parameter gets exactly zero updates and no optimizer state)."""
+  tx = optax.adamw(lr_schedule(train), b1=float(train.b1), b2=float(train.b2),
+                   weight_decay=float(train.weight_decay), mask=_decay_mask)
   if train.grad_clip and train.grad_clip > 0:
-    return optax.chain(optax.clip_by_global_norm(float(train.grad_clip)), adamw)
-  return adamw
+    # Inside the mask: stage 1 clips the norm of the gradients it applies, not the frozen ones.
+    tx = optax.chain(optax.clip_by_global_norm(float(train.grad_clip)), tx)
+  return models.with_trainable(tx, train.get("trainable", "all"))

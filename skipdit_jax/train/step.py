@@ -16,8 +16,12 @@ StepFn = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, Metrics]
 
 
 def ema_update(ema: dict, params: dict, decay: float) -> dict:
-  """ema <- decay * ema + (1 - decay) * params, leaf by leaf."""
-  return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+  """ema <- decay * ema + (1 - decay) * params, leaf by leaf.
+
+  Written as ema + (1 - decay) * (params - ema): a leaf whose params equal its EMA (a
+  frozen weight of `train.trainable="skip_only"`) keeps it bit for bit.
+  """
+  return jax.tree_util.tree_map(lambda e, p: e + (1.0 - decay) * (p - e), ema, params)
 
 
 def train_step(state: TrainState, images: jax.Array, labels: jax.Array, *,

@@ -1,0 +1,69 @@
+"""`train.init_from`: seed a fresh run with the weights of another model.
+
+The source is an official-format file (`.pt`/`.pth`/`.safetensors`/`.npz`, REFERENCE §2)
+or the workdir of a run trained here (its latest checkpoint's raw, not EMA, params, read
+with the model and optimizer of that run's saved `config.json`). Either way the weights
+go through the official layout and `models.init_from_official`, so a vanilla DiT given to
+a Skip-DiT model is upcycled (fresh fusions) and every shape field is checked by name.
+Only a run with no checkpoint of its own is seeded: on resume the checkpoint wins.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from skipdit_jax import config_check, models
+from skipdit_jax.train import checkpoint, optim
+from skipdit_jax.train.state import TrainState
+
+OFFICIAL_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
+
+
+def is_workdir(path: str) -> bool:
+  """A directory written by `train`: it holds `config.json` and `checkpoints/`."""
+  return (os.path.isdir(os.path.join(path, checkpoint.CHECKPOINTS))
+          and os.path.isfile(os.path.join(path, checkpoint.CONFIG_JSON)))
+
+
+def _workdir_state_dict(workdir: str) -> dict:
+  """The latest checkpoint's params of `workdir`, as an official-named state_dict."""
+  with open(os.path.join(workdir, checkpoint.CONFIG_JSON)) as f:
+    saved = ml_collections.ConfigDict(json.load(f))
+  model = models.create(saved.model.name, **config_check.model_fields(saved))
+  tx = optim.make_optimizer(saved.train)
+  key = jax.random.PRNGKey(0)
+  target = jax.eval_shape(lambda: TrainState.create(models.init_params(model, key), tx, key))
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+  try:
+    restored = ckpt.restore(target)
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise checkpoint.CheckpointError(
+        f"config.train.init_from={workdir!r} holds no complete checkpoint; train it first "
+        f"or point train.init_from at another run or an official .pt/.safetensors file")
+  return models.to_official(jax.device_get(restored[0].params), model)
+
+
+def initial_params(config: ml_collections.ConfigDict, model: models.DiT,
+                   rng: jax.Array) -> Any:
+  """Params for `model` from `config.train.init_from` (see the module docstring).
+
+  rng draws the fusion layers when a vanilla DiT is upcycled.
+  """
+  path = os.path.expanduser(str(config.train.init_from))
+  source = _workdir_state_dict(path) if os.path.isdir(path) else path
+  return models.init_from_official(source, model, rng)
+
+
+def seed_state(state: TrainState, config: ml_collections.ConfigDict, model: models.DiT,
+               tx) -> TrainState:
+  """`state` (fresh, step 0) with params and EMA from `train.init_from` and a matching
+  fresh optimizer state; the step rng is kept."""
+  rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # not init_state's keys
+  params = initial_params(config, model, rng)
+  return TrainState.create(params, tx, state.rng)
