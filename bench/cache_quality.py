@@ -85,21 +85,28 @@ def main() -> None:
     shape = (len(labels), model.input_size, model.input_size, model.in_channels)
     noise = np.asarray(jax.random.normal(jax.random.key(123), shape))
     base = dict(sampler=config.sample.sampler, num_steps=config.sample.num_steps,
-                eta=config.sample.eta, cfg_scale=config.sample.cfg_scale, noise=noise)
+                eta=config.sample.eta, cfg_scale=config.sample.cfg_scale,
+                clip_denoised=config.sample.clip_denoised, noise=noise)
     rng = jax.random.key(7)
     ref = np.clip(sampling.generate(model, params, diffusion, labels, rng, **base), -1, 1)
     acc = class_accuracy.class_accuracy(reader, ref, labels)
     info[name] = {"workdir": workdir, "step": step, "train_s": round(train_s, 1),
+                  "sampler": base["sampler"], "num_steps": base["num_steps"],
+                  "cfg_scale": base["cfg_scale"], "clip_denoised": base["clip_denoised"],
                   "uncached_class_accuracy": acc}
-    print(f"{name}: step {step}, uncached class accuracy {acc:.3f}", flush=True)
+    print(f"{name}: step {step}, {base['num_steps']}-step {base['sampler']}, cfg "
+          f"{base['cfg_scale']}, clip_denoised {base['clip_denoised']}; uncached class "
+          f"accuracy {acc:.3f}", flush=True)
     nt = min(args.trace_samples, len(labels))
     for policy, opts, label in POLICIES[name]:
       for n in intervals:
         kw = dict(base, policy=policy, interval=n, **opts)
         out = np.clip(sampling.generate(model, params, diffusion, labels, rng, **kw), -1, 1)
         spaced, plan = sampling.plan_for(model, diffusion, **kw)
+        # The same solver as `generate` used, so the trace walks the same trajectory.
         smp = sampling.get_sampler(model, spaced, plan, sampling.SolverConfig(
-            sampler=base["sampler"], eta=base["eta"], cfg_scale=base["cfg_scale"]))
+            sampler=base["sampler"], eta=base["eta"], cfg_scale=base["cfg_scale"],
+            clip_denoised=base["clip_denoised"]))
         tr = fidelity_trace(smp, params, noise[:nt], labels[:nt], jax.random.split(rng)[1])
         c = tr["cached"]
         row = {"model": name, "policy": policy, "label": label, "N": n,

@@ -191,3 +191,25 @@ def test_sample_loop_never_transfers_to_or_from_the_host(skipdit):
   with jax.transfer_guard("disallow"):
     out = s.sample(params, x, y, rng)
   assert out.shape == x.shape
+
+
+def test_ddpm_with_clipping_no_cache_and_cached_after_full(skipdit):
+  """The DDPM update (noise from (rng, i)) with x0 clipping, the configs' pixel default:
+  an all-full Skip-Cache plan equals the plain sampler bit for bit, and a cached step
+  right after a full step at the same (x, i) reproduces it (same noise, same feature)."""
+  model, params = skipdit
+  solver = SolverConfig(sampler="ddpm", cfg_scale=2.0, clip_denoised=True)
+  x, y, rng = _inputs(model)
+  x = 3.0 * x  # push the predicted x0 out of [-1, 1] so the clip is on the path
+  plain = _sampler(model, "none", 1, solver).sample(params, x, y, rng)
+  np.testing.assert_array_equal(
+      np.asarray(_sampler(model, "skip_cache", 1, solver).sample(params, x, y, rng)),
+      np.asarray(plain))
+  s = _sampler(model, "skip_cache", 2, solver)
+  i = jnp.int32(2)
+  want, cache = s.full_step(params, x, i, y, rng, s.empty_cache(params, x, y))
+  got = s.cached_steps["cached"](params, x, i, y, rng, cache, s.aux)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  # The update really is stochastic: another key gives another x_{t-1}.
+  other, _ = s.full_step(params, x, i, y, jax.random.key(9), cache)
+  assert not np.allclose(np.asarray(other), np.asarray(want))
