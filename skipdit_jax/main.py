@@ -191,6 +191,12 @@ def main(argv) -> None:
   config, workdir = FLAGS.config, FLAGS.workdir
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/digits_skipdit.py")
+  from skipdit_jax.parallel import maybe_initialize_distributed
+  try:  # multi-host: join the other processes before anything touches the devices
+    maybe_initialize_distributed(config)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   if FLAGS.mode == "compile":  # shapes only: no data, no workdir (skipdit_jax/parallel/aot.py)
     from skipdit_jax.parallel import aot
     try:
