@@ -8,7 +8,7 @@ images clipped to [-1, 1]), with the mean per-step cosine similarity of the cach
 the true model output / deep feature, and the class accuracy of a logistic-regression
 reader fitted on real digits. Ends with one JSON line of every row.
 
-  python bench/cache_quality.py --skipdit_workdir /tmp/cq_skipdit --dit_workdir /tmp/cq_dit
+  PYTHONPATH=. python bench/cache_quality.py --skipdit_workdir /tmp/cq_skipdit --dit_workdir /tmp/cq_dit
 """
 from __future__ import annotations
 
