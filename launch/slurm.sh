@@ -33,15 +33,7 @@ done
 
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 SCRIPT="slurm-$JOB.sbatch"
-# shell-quote like Python's shlex.quote: plain words as is, others in single quotes
-shq() {
-  local out="" a
-  for a in "$@"; do
-    if [[ "$a" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then out+="$a "
-    else out+="'${a//\'/\'\"\'\"\'}' "; fi
-  done
-  printf '%s' "${out% }"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # shq
 ARGS="$(shq "$@")"
 render() {
   echo "#!/usr/bin/env bash"

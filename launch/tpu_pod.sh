@@ -40,15 +40,7 @@ GC=(gcloud compute tpus tpu-vm)
 LOC=(--zone="$ZONE")
 [[ -n "$PROJECT" ]] && LOC+=(--project="$PROJECT")
 
-# shell-quote like Python's shlex.quote: plain words as is, others in single quotes
-shq() {
-  local out="" a
-  for a in "$@"; do
-    if [[ "$a" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then out+="$a "
-    else out+="'${a//\'/\'\"\'\"\'}' "; fi
-  done
-  printf '%s' "${out% }"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # shq
 run() {  # print (dry run) or execute one command
   if [[ $DRY -eq 1 ]]; then shq "$@"; echo; else "$@"; fi
 }
