@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.b1 = 0.9
   c.train.b2 = 0.999
   c.train.ema_decay = 0.999
+  c.train.ema_warmup = False        # True: decay min(ema_decay, (1+t)/(10+t)) for short runs
   c.train.log_every = 100
   c.train.ckpt_every = 1000
   c.train.sample_every = 1000

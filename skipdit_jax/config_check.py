@@ -153,6 +153,9 @@ def _check_train(config, problems: list[str]) -> None:
     v = _get(config, f"train.{key}")
     if v is not None and (not _is_real(v) or not 0 <= v < 1):
       problems.append(f"config.train.{key}={v!r} must lie in [0, 1) (typically {typical})")
+  warm = _get(config, "train.ema_warmup", False)
+  if not isinstance(warm, bool):
+    problems.append(f"config.train.ema_warmup={warm!r} must be True or False")
   if _get(config, "train.lr_schedule") not in LR_SCHEDULES:
     problems.append(f"config.train.lr_schedule={_get(config, 'train.lr_schedule')!r}; use "
                     f"one of {list(LR_SCHEDULES)}")

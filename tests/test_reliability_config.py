@@ -147,3 +147,13 @@ def test_model_fields_follow_the_name_then_overrides():
   assert (f["depth"], f["hidden_size"], f["num_heads"], f["patch_size"], f["long_skip"]) \
       == (12, 384, 6, 4, False)
   assert json.loads(c.to_json())["model"]["name"] == "DiT-S/4"
+
+
+def test_ema_warmup_that_is_not_a_bool_is_named():
+  # ml_collections refuses the string on a typed field; a config built without type safety
+  # (e.g. from a JSON file) reaches check_config and is refused there.
+  c = get_config()
+  c = type(c)(c.to_dict(), type_safe=False)
+  c.train.ema_warmup = "yes"
+  found = problems(c)
+  assert any("config.train.ema_warmup='yes'" in p and "True or False" in p for p in found)

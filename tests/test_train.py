@@ -107,6 +107,27 @@ def test_ema_update_matches_the_formula(setup):
                          got, want)
 
 
+def test_ema_warmup_follows_the_inverse_decay_then_the_cap(setup):
+  # With warmup the k-th update (k = 0, 1, ...) uses min(cap, (1 + k) / (10 + k)); checked
+  # against a float64 recurrence over the step's own params, and against the cap once the
+  # ramp passes it (cap 0.15 < 2/11 from update 1 on).
+  model, tx, _, x, y = setup
+  cap = 0.15
+  step = make_train_step(model, DIFF, tx, lr_schedule(train_cfg(lr=3e-3, warmup_steps=0)),
+                         cap, ema_warmup=True)
+  state = fresh(model, tx, seed=3)
+  ema = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), state.ema_params)
+  for k in range(3):
+    state, _ = step(state, x, y)
+    d = min(cap, (1 + k) / (10 + k))
+    assert d == (0.1 if k == 0 else cap)
+    ema = jax.tree_util.tree_map(lambda e, p: d * e + (1 - d) * np.asarray(p, np.float64),
+                                 ema, state.params)
+  jax.tree_util.tree_map(
+      lambda g, w: np.testing.assert_allclose(np.asarray(g), w, rtol=1e-5, atol=1e-6),
+      state.ema_params, ema)
+
+
 def test_label_dropout_only_when_training():
   model = tiny_model(class_dropout_prob=0.5)
   params = models.init_params(model, jax.random.PRNGKey(0))

@@ -101,7 +101,8 @@ def _train_program(config: Any, model: Any) -> tuple[Callable, Any, Any]:
 
   def raw(s, x, y):
     return train.train_step(s, x, y, model=model, diffusion=diffusion, tx=tx,
-                            schedule=schedule, ema_decay=tc.ema_decay)
+                            schedule=schedule, ema_decay=tc.ema_decay,
+                            ema_warmup=tc.get("ema_warmup", False))
   state = jax.eval_shape(lambda: train.init_state(config, model, tx))
   return guard_step(raw, tc.get("nonfinite", "skip")), state, jax.eval_shape(GuardState.create)
 

@@ -147,7 +147,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
 
   def raw_step(s, x, y):
     return train_step(s, x, y, model=model, diffusion=diffusion, tx=tx, schedule=schedule,
-                      ema_decay=tc.ema_decay)
+                      ema_decay=tc.ema_decay,
+                      ema_warmup=tc.get("ema_warmup", False))
   aot: dict[str, _AotJit] = {}
 
   def make_jit(fn, **kw):
