@@ -14,16 +14,14 @@ Skip-DiT twins of configs/study_fmnist.py) it
 Then it writes `<root>/study/` (tables.md, PNGs, study.json) and prints one JSON line.
 FD-fmnist uses our own classifier's features and is not comparable to Inception FID.
 
-  python bench/study.py --root /tmp/study            # the study (75-90 min idle)
+  python bench/study.py --root /tmp/study            # the study (~2 h idle)
   python bench/study.py --root /tmp/study_smoke --smoke   # a few steps of everything
 
-Runtime estimate on an idle 2-core CPU (train steps timed beside the digits demo step,
-scaled to its MEASURED.md 0.215 s; two calibrations under load 5 and 9 agreed within 5 %):
-train 0.44-0.46 s/step (Skip-DiT), 0.40 s/step (DiT) -> 3000 steps each ~43 min; one
-1000-image 50-step DDIM sample 41-57 s -> 12 FD points 8-11 min; the cache sweep (2
-uncached + 28 cached runs, each with one re-timed uncached chunk) 15-22 min; feature
-classifier, stability and compiles ~10 min: 75-90 min in all, on an otherwise idle
-machine (a concurrent job doubles it).
+Measured on an idle 2-core CPU (2026-11-29, docs/RESULTS.md): 7,154 s = 119 min in all --
+feature classifier 5 min, each twin's 3,000 steps with 12 FD points 42-45 min (train
+0.45-0.65 s/step, one 1,000-image 50-step DDIM FD point 55-85 s), cache sweeps 16 + 11 min,
+stability under 1 min. `train.sample_every=500` halves the FD points (about -14 min); a
+concurrent job roughly doubles everything.
 """
 from __future__ import annotations
 
