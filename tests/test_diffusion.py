@@ -23,8 +23,13 @@ def _ref_linear(n):
 
 
 def _ref_kept(num, k):
-  """Evenly spaced respacing with one section: round(i * (num - 1) / (k - 1))."""
-  return np.array([round(i * (num - 1) / (k - 1)) for i in range(k)])
+  """Evenly spaced respacing with one section, as ADM: round(pos) with pos += (num-1)/(k-1)
+  accumulated in float (tests/test_respacing.py checks every count against ADM)."""
+  stride, pos, out = (num - 1) / (k - 1), 0.0, []
+  for _ in range(k):
+    out.append(round(pos))
+    pos += stride
+  return np.array(out)
 
 
 def _col(a):

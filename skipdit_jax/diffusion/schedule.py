@@ -136,54 +136,63 @@ class Diffusion:
 
 
 def space_timesteps(num_timesteps: int, spec: RespaceSpec) -> list[int]:
-  """Returns the sorted indices in [0, num_timesteps) kept by `spec`.
+  """Returns the sorted indices in [0, num_timesteps) kept by `spec`; the same set as
+  ADM's / DiT's `space_timesteps` for every spec it accepts.
 
-  int K -> K evenly spaced steps (one section). "ddimK" -> range(0, T, stride)
-  for the stride that yields exactly K steps. A list of counts splits [0, T)
-  into equal consecutive sections and takes that many evenly spaced steps from
-  each (first and last step of a section always kept when the count is > 1).
+  int K -> K evenly spaced steps (one section). "ddimK" -> range(0, T, stride) for
+  the smallest integer stride that yields exactly K steps (an error if none does).
+  A list of counts (or "10,15,20") splits [0, T) into len(counts) consecutive
+  sections, the first T % len(counts) one step longer, and takes count evenly
+  spaced steps from each (its first and last step when the count is > 1; a count
+  of 0 takes none of that section).
   """
+  field = "sample.num_steps"
   if isinstance(spec, str):
     text = spec.strip()
     if text.startswith("ddim"):
       k_text = text[len("ddim"):]
       if not k_text.isdigit() or int(k_text) < 1:
-        raise ValueError(f"sample.num_steps={spec!r}: write 'ddimK' with K a "
-                         "positive int, e.g. 'ddim50'.")
+        raise ValueError(f"{field}={spec!r}: write 'ddimK' with K a positive int, "
+                         "e.g. 'ddim50'.")
       k = int(k_text)
       for stride in range(1, num_timesteps):
         if len(range(0, num_timesteps, stride)) == k:
           return list(range(0, num_timesteps, stride))
-      if k == 1:
-        return [0]
-      raise ValueError(f"sample.num_steps={spec!r}: no integer stride takes exactly "
-                       f"{k} of {num_timesteps} steps; pick another K or use {k} "
-                       "(an int) for even spacing.")
+      raise ValueError(f"{field}={spec!r}: no integer stride in [1, {num_timesteps}) "
+                       f"takes exactly {k} of {num_timesteps} steps; pick another K or "
+                       f"use {k} (an int) for even spacing.")
     try:
-      spec = [int(s) for s in text.split(",")]
+      counts = [int(s) for s in text.split(",")]
     except ValueError:
-      raise ValueError(f"sample.num_steps={spec!r}: use an int K, 'ddimK', or "
-                       "comma-separated section counts like '10,15,20'.") from None
+      raise ValueError(f"{field}={spec!r}: use an int K, 'ddimK', or comma-separated "
+                       "section counts like '10,15,20'.") from None
   elif isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-    spec = [int(spec)]
-  counts = list(spec)
+    counts = [int(spec)]
+  else:
+    counts = list(spec) if isinstance(spec, (list, tuple)) else None
   if not counts or any(isinstance(c, bool) or not isinstance(c, (int, np.integer))
-                       or c < 1 for c in counts):
-    raise ValueError(f"sample.num_steps={spec!r}: section counts must be positive "
-                     "ints.")
+                       or c < 0 for c in counts) or sum(counts) < 1:
+    raise ValueError(f"{field}={spec!r}: give a positive int K (steps), 'ddimK', or "
+                     "section counts >= 0 that take at least one step in total.")
   if len(counts) > num_timesteps:
-    raise ValueError(f"sample.num_steps={spec!r}: {len(counts)} sections for "
-                     f"only {num_timesteps} steps.")
+    raise ValueError(f"{field}={spec!r}: {len(counts)} sections for only "
+                     f"{num_timesteps} steps (diffusion.num_train_steps).")
   base, extra = divmod(num_timesteps, len(counts))
   start, kept = 0, []
   for i, count in enumerate(counts):
     size = base + (1 if i < extra else 0)
     if count > size:
-      raise ValueError(f"sample.num_steps={spec!r}: cannot take {count} steps from "
-                       f"a section of {size} (of {num_timesteps} steps in total).")
+      raise ValueError(f"{field}={spec!r}: cannot take {count} steps from a section of "
+                       f"{size} (of {num_timesteps} steps in total); use at most {size}.")
     stride = 1.0 if count <= 1 else (size - 1) / (count - 1)
-    # Python's round (half to even) is what IDDPM uses; keeps step sets identical.
-    kept.extend(start + round(j * stride) for j in range(count))
+    # The position is accumulated (pos += stride), as ADM does, not computed as
+    # j * stride: the float sums round differently for 278 of the 1000 counts at
+    # T = 1000 (e.g. 21, 23, 31), and Python's round (half to even) then picks
+    # another step. The accumulation is what makes the sets identical.
+    pos = 0.0
+    for _ in range(int(count)):
+      kept.append(start + round(pos))
+      pos += stride
     start += size
   return sorted(set(kept))
 
