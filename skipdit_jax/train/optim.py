@@ -29,9 +29,19 @@ def lr_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), after], [warm])
 
 
+# `model.scan_blocks=True` stores the blocks and fusions under this key with a leading
+# layers axis (models/scan.py `stack_params`); their per-block rank is one less.
+STACKED_KEY = "block_stack"
+
+
 def _decay_mask(params):
-  # Decay matrices only; biases, norms and 1-D tables are left alone (the usual AdamW use).
-  return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+  """True for the leaves AdamW decays: matrices (kernels, embedding tables); biases and
+  norm scales are left alone (the usual AdamW use). Decided on the rank of one block's
+  parameter, so a scanned model (stacked (L, ...) leaves) gets the unrolled model's mask."""
+  def decays(path, p) -> bool:
+    stacked = any(getattr(k, "key", None) == STACKED_KEY for k in path)
+    return p.ndim - int(stacked) >= 2
+  return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
