@@ -5,7 +5,8 @@ Latents: 32x32x4 (SD KL-f8 VAE, x0.18215), encoded once with
       --out=$SKIPDIT_LATENTS_DIR
 (originals and mirrors stand in for random flips). Training: AdamW 1e-4 constant, no weight
 decay, no warm-up, global batch 256, EMA 0.9999, learned sigma, 1000 linear-beta steps.
-Sampling: 250-step DDPM, CFG 1.5, 50 images per class (50k for FID) from the EMA weights.
+Sampling: 250-step DDPM, CFG 1.5 on 3 latent channels, 50 images per class (50k for FID)
+from the EMA weights; Skip-Cache k=4 with the official t <= 20 tail when a policy is set.
 `configs/imagenet256_skipdit_xl2.py` differs only in `model.long_skip`.
 
 Fine-tune the released weights with `--config.train.init_from=DiT-XL-2-256x256.pt`; the
@@ -43,8 +44,16 @@ def get_config(long_skip: bool = False) -> ml_collections.ConfigDict:
   c.train.log_every, c.train.ckpt_every, c.train.sample_every = 100, 50_000, 50_000
   c.train.ckpt_keep, c.train.ckpt_keep_every = 2, 500_000
 
+  # The official sampling (skipdit_jax/sample_official.py OFFICIAL; docs/IMPORT.md): 250-step
+  # DDPM, CFG 1.5 on the first 3 latent channels (DiT's forward_with_cfg; 4 guides all).
   c.sample.sampler, c.sample.num_steps, c.sample.eta = "ddpm", 250, 0.0
   c.sample.cfg_scale = 1.5
+  c.sample.guided_channels = 3
+  # With a cache policy: k=4 blocks at each end (the official DiT_cache), and every step
+  # after t=20 full -- on the 250-step respacing t=20 is sampled and the first step with
+  # t <= 20, so window (20, 1000) is exactly the official tail rule. Policy stays "none".
+  c.sample.cache.k = 4
+  c.sample.cache.window = (20, 1000)
   c.sample.clip_denoised = False    # latents are unbounded (as the official sampler)
   c.sample.num_per_class, c.sample.batch_size = 50, 256
   c.sample.grid_per_class = 0        # latent grids are not images without the VAE

@@ -2,7 +2,7 @@
 
 The released `DiT-XL-2-skip.pt` was trained 2.9M steps from scratch with this recipe; the
 paper samples it with Skip-Cache (`--config.sample.cache.policy=skip_cache
---config.sample.cache.interval=2 --config.sample.cache.k=4`).
+--config.sample.cache.interval=2`; k=4 and the t <= 20 full tail are the sample defaults).
 
 Config argument (`--config=configs/imagenet256_skipdit_xl2.py:ARG`):
   (none)   from scratch, the released run's recipe.

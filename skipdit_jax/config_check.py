@@ -232,7 +232,8 @@ def _check_sample(config, problems: list[str]) -> None:
                     f"{total}: use at most {total}")
   solver = _catch(problems, SolverConfig, sampler=_get(config, "sample.sampler"),
                   eta=_get(config, "sample.eta", 0.0),
-                  cfg_scale=_get(config, "sample.cfg_scale", 1.0))
+                  cfg_scale=_get(config, "sample.cfg_scale", 1.0),
+                  guided_channels=_get(config, "sample.guided_channels", None))
   if len(problems) > before:
     return
   try:  # the plan needs a valid model and schedule; their own checks report them

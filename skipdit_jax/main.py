@@ -45,6 +45,7 @@ def _check_extra_fields(config) -> None:
 def _sample_kwargs(config, cached: bool) -> dict[str, Any]:
   s = config.sample
   kw = dict(sampler=s.sampler, num_steps=s.num_steps, eta=s.eta, cfg_scale=s.cfg_scale,
+            guided_channels=s.get("guided_channels"),
             clip_denoised=s.get("clip_denoised", False))
   if cached and s.get("cache") is not None:
     kw.update({k: (tuple(v) if isinstance(v, (list, tuple)) else v)

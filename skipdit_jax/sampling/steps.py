@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from skipdit_jax import diffusion as D
 
@@ -38,6 +39,11 @@ class SolverConfig:
     if not isinstance(self.cfg_scale, (int, float)) or self.cfg_scale < 0:
       raise ValueError(f"sample.cfg_scale={self.cfg_scale!r} must be a float >= 0 "
                        "(1.0 disables guidance).")
+    g = self.guided_channels
+    if g is not None and (isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1):
+      raise ValueError(f"sample.guided_channels={g!r} must be an int >= 1 (CFG on the first "
+                       "C' eps channels; the official DiT/Skip-DiT sampler uses 3) or None "
+                       "(all channels).")
 
   @property
   def guided(self) -> bool:
@@ -51,6 +57,11 @@ def check_model(model: Any, solver: SolverConfig) -> None:
     raise ValueError(f"sample.cfg_scale={solver.cfg_scale} needs the null class, but the "
                      "model has model.class_dropout_prob=0 (no null row); use "
                      "sample.cfg_scale=1.0 or a model trained with label dropout.")
+  g = solver.guided_channels
+  if g is not None and g > model.in_channels:
+    raise ValueError(f"sample.guided_channels={g} exceeds the model's {model.in_channels} "
+                     f"eps channels (model.in_channels); use 1..{model.in_channels} "
+                     f"({model.in_channels} guides all).")
 
 
 def model_inputs(x: jax.Array, y: jax.Array, solver: SolverConfig
