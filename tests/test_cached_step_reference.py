@@ -161,12 +161,13 @@ class _StaleDeepCache(policies.DeepCache):
 @pytest.mark.parametrize("broken,long_skip,k", [(_MisIndexedSkipCache, True, 1),
                                                  (_StaleDeepCache, False, 2)])
 def test_check_fails_on_a_broken_cache(broken, long_skip, k):
-  """The comparison above catches a cache at the wrong block or a stale one (both would
-  pass a check of a cached step against the full step that just filled its cache)."""
+  """The comparison above catches a cache taken at the wrong block, and a stale one
+  (which a check against the full step that just filled the cache, at the same (x, t),
+  would pass)."""
   model, params, sd = _model(long_skip)
   solver = SolverConfig()
   policy = broken(depth=DEPTH, k=k)
-  (x0, y0), (x1, y1), (x2, y2) = _xy(model)
+  _, (x1, y1), (x2, y2) = _xy(model)
   cache = jnp.zeros((2, model.num_tokens, model.hidden_size), jnp.float32)
   _, out = _run(model, params, policy, jax.jit(full_step_fn(model, SPACED, solver, policy)),
                 cache, solver)
