@@ -1,4 +1,5 @@
-"""An independent float64 numpy DiT / Skip-DiT forward, written from REFERENCE §1–2.
+"""An independent float64 numpy DiT / Skip-DiT forward, written from REFERENCE §1–2
+(with a hook to substitute the hidden state entering any block, for §4's caches).
 
 It reads weights in the *official* PyTorch layout (state_dict names, Linear weights
 (out, in), patch conv (D, C, p, p)) and shares no code with `skipdit_jax.models`, so the
@@ -7,6 +8,7 @@ model tests compare two separate implementations. Inputs are NHWC like our model
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -102,15 +104,37 @@ def head(sd: dict, x: np.ndarray, c: np.ndarray, p: int) -> np.ndarray:
   return np.einsum("nhwpqc->nhpwqc", out).reshape(n, g * p, g * p, cout)
 
 
-def forward(sd: dict, x, t, y, *, patch: int, heads: int, long_skip: bool) -> np.ndarray:
-  """The whole model: x (N, H, W, C) -> (N, H, W, C_out), float64."""
+def forward(sd: dict, x, t, y, *, patch: int, heads: int, long_skip: bool,
+            replace: Optional[dict] = None, record: Optional[dict] = None) -> np.ndarray:
+  """The whole model: x (N, H, W, C) -> (N, H, W, C_out), float64.
+
+  replace: {i: (N, T, D)} sets the hidden state entering block i (before its skip
+    fusion; i = depth means entering the final layer) to the given array. With
+    i = L - k that array is REFERENCE §4's deep feature, so a forward at (x2, t2) with
+    the deep feature of a forward at (x1, t1) is what a cached step at (x2, t2) after
+    a full step at (x1, t1) must compute.
+  record: a dict that receives the hidden state entering every block i (and the
+    final layer at i = depth), after any replacement.
+  """
   depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+  replace = replace or {}
+  bad = [i for i in replace if not 0 <= i <= depth]
+  if bad:
+    raise ValueError(f"replace names blocks {bad}; the model has blocks 0..{depth - 1} "
+                     f"and {depth} (the final layer)")
+
+  def enter(i, h):
+    h = np.asarray(replace[i], np.float64) if i in replace else h
+    if record is not None:
+      record[i] = h
+    return h
   h, c = embed(sd, x, t, y, patch)
   stack = []
   for i in range(depth):
+    h = enter(i, h)
     if long_skip and i >= depth // 2:
       h = fuse(sd, i - depth // 2, h, stack.pop())
     h = block(sd, i, h, c, heads)
     if long_skip and i < depth // 2:
       stack.append(h)
-  return head(sd, h, c, patch)
+  return head(sd, enter(depth, h), c, patch)

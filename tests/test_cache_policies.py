@@ -10,7 +10,6 @@ from skipdit_jax import diffusion as D
 from skipdit_jax import sampling
 from skipdit_jax.models import DiT
 from skipdit_jax.sampling import SolverConfig
-from skipdit_jax.sampling.policies import forecast_weights
 
 import tiny_models
 
@@ -55,30 +54,6 @@ def test_no_cached_steps_is_bit_identical_to_plain(which, policy, request):
   assert cached.plan.num_cached == 0
   np.testing.assert_array_equal(np.asarray(cached.sample(params, x, y, rng)),
                                 np.asarray(plain))
-
-
-@pytest.mark.parametrize("which,policy", _cases())
-def test_cached_step_after_full_step_reproduces_it(which, policy, request):
-  model, params = request.getfixturevalue(which)
-  s = _sampler(model, policy, 2)
-  x, y, rng = _inputs(model)
-  cache = s.empty_cache(params, x, y)
-  i = jnp.int32(2)
-  if policy == "skip_cache_forecast":
-    # Fill the history with two earlier full steps (at other x, t) first.
-    for j, xs in ((4, x * 0.5), (3, x * 1.5)):
-      _, cache = s.full_step(params, xs, jnp.int32(j), y, rng, cache)
-  want, cache = s.full_step(params, x, i, y, rng, cache)
-  aux = s.aux
-  if policy == "skip_cache_forecast":
-    t = SPACED.timestep_map
-    w = forecast_weights([t[4], t[3], t[2], t[2]], ["full"] * 3 + ["cached"], 2)
-    np.testing.assert_array_equal(w[3], [1, 0, 0])  # Lagrange weights at a node
-    aux = jnp.zeros_like(s.aux).at[2].set(w[3])
-  for variant, step in s.cached_steps.items():
-    got = step(params, x, i, y, rng, cache, aux)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5,
-                               err_msg=f"{policy} {variant}")
 
 
 def test_forecast_uses_its_weights(skipdit):

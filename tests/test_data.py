@@ -178,15 +178,6 @@ def test_each_epoch_is_a_permutation():
   np.testing.assert_array_equal(next(it)["label"].size, 3)  # next epoch starts full
 
 
-def test_batches_follow_rng_permutation():
-  """The documented order: epoch e is default_rng([seed, e]).permutation(N)."""
-  images, labels = _toy()
-  it = data.BatchIterator(images, labels, 5, 3)
-  got = np.concatenate([b["label"] for b in _take(it, 4)])
-  ref = np.concatenate([np.random.default_rng([3, e]).permutation(N) for e in (0, 1)])
-  np.testing.assert_array_equal(got, ref)
-
-
 def test_resume_gives_the_uninterrupted_stream():
   images, labels = _toy()
   full = _take(data.BatchIterator(images, labels, 3, 1, random_flip=True), 10)

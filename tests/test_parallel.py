@@ -1,5 +1,6 @@
 """skipdit_jax.parallel on one device: mesh sizing, rules, golden shardings, multi-host
 start-up decisions. The 8-device behaviour is in tests/test_parallel_devices.py."""
+import importlib.util
 import json
 import os
 
@@ -13,8 +14,18 @@ from skipdit_jax import models, parallel
 from skipdit_jax.parallel import distributed, rules as rules_lib
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
-GOLDEN_MODELS = ("DiT-S/2", "SkipDiT-S/2", "SkipDiT-XL/2", "SkipDiT-XL/2+scan")
-REGENERATE = os.environ.get("SKIPDIT_REGENERATE_GOLDEN") == "1"
+WRITER = os.path.join(os.path.dirname(GOLDEN), "..", "scripts", "write_golden_shardings.py")
+
+
+def _load_writer():
+  """scripts/write_golden_shardings.py: the one place that computes and names them."""
+  spec = importlib.util.spec_from_file_location("write_golden_shardings", WRITER)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+golden = _load_writer()
 
 
 @pytest.mark.parametrize("cfg,n,want", [
@@ -48,7 +59,6 @@ def test_make_mesh_on_one_device():
 
 
 def test_default_config_fields_build_a_mesh_and_rules():
-  import importlib.util
   spec = importlib.util.spec_from_file_location(
       "default_cfg", os.path.join(os.path.dirname(GOLDEN), "..", "configs", "default.py"))
   mod = importlib.util.module_from_spec(spec)
@@ -103,33 +113,31 @@ def test_state_shardings_follow_params_by_path():
   assert sh["step"].spec == P() and sh["opt"][0].count.spec == P()
 
 
-def _golden_path(name: str, preset: str) -> str:
-  return os.path.join(GOLDEN, f"sharding_{name.replace('/', '').replace('+', '_')}_{preset}.json")
+def _read_golden(name: str, preset: str) -> dict:
+  path = golden.golden_path(name, preset)
+  if not os.path.exists(path):
+    pytest.fail(f"{path} is missing; write it with `python scripts/write_golden_shardings.py`"
+                " and commit it")
+  with open(path) as f:
+    return json.load(f)
 
 
-@pytest.mark.parametrize("name", GOLDEN_MODELS)
+@pytest.mark.parametrize("name", golden.MODELS)
 def test_golden_param_shardings(name):
-  """Accidental changes of parameter names, logical axes or presets show up here.
-  Regenerate deliberately with SKIPDIT_REGENERATE_GOLDEN=1."""
-  model = models.create(name.split("+")[0], scan_blocks=name.endswith("+scan"))
-  logical = models.logical_axes(model)
-  for preset in sorted(parallel.PRESETS):
-    got = parallel.describe(rules_lib.mesh_specs(logical, parallel.PRESETS[preset]))
-    path = _golden_path(name, preset)
-    if REGENERATE:
-      os.makedirs(GOLDEN, exist_ok=True)
-      with open(path, "w") as f:
-        json.dump({"model": name, "preset": preset, "specs": got}, f, indent=1,
-                  sort_keys=True)
-    with open(path) as f:
-      want = json.load(f)
-    assert want["specs"] == got, f"{path} differs; regenerate if the change is intended"
+  """Accidental changes of parameter names, logical axes or presets show up here. The
+  test only reads the files; rewrite them deliberately with
+  `python scripts/write_golden_shardings.py` and review the diff."""
+  for preset, got in golden.specs(name).items():
+    want = _read_golden(name, preset)
+    assert (want["model"], want["preset"]) == (name, preset)
+    assert want["specs"] == got, (
+        f"{golden.golden_path(name, preset)} differs; if the change is intended, run "
+        "`python scripts/write_golden_shardings.py` and review the diff")
 
 
 def test_golden_fsdp_tensor_specs_by_hand():
   """A few entries of the golden files checked against the rules read by hand."""
-  with open(_golden_path("SkipDiT-XL/2", "fsdp_tensor")) as f:
-    specs = json.load(f)["specs"]
+  specs = _read_golden("SkipDiT-XL/2", "fsdp_tensor")["specs"]
   assert specs["blocks_0/attn/qkv/kernel"] == "('fsdp','tensor')"
   assert specs["blocks_0/attn/proj/kernel"] == "('tensor','fsdp')"
   assert specs["blocks_27/mlp/fc2/kernel"] == "('tensor','fsdp')"
@@ -137,8 +145,8 @@ def test_golden_fsdp_tensor_specs_by_hand():
   assert specs["skip_fusions_13/linear/kernel"] == "(None,'fsdp')"
   assert specs["y_embedder/embedding_table"] == "(None,'fsdp')"
   assert "skip_fusions_14/linear/kernel" not in specs
-  with open(_golden_path("SkipDiT-XL/2+scan", "fsdp_tensor")) as f:
-    specs = json.load(f)["specs"]  # the stacked "layers" axis is never sharded
+  # the stacked "layers" axis is never sharded
+  specs = _read_golden("SkipDiT-XL/2+scan", "fsdp_tensor")["specs"]
   assert specs["block_stack/blocks/attn/qkv/kernel"] == "(None,'fsdp','tensor')"
 
 
