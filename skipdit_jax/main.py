@@ -56,7 +56,9 @@ def _sample_kwargs(config, cached: bool) -> dict[str, Any]:
 def _generate(model, params, diffusion, labels, seed: int, batch: int, **kw):
   """Samples for `labels` in chunks of `batch`; returns (images (N,H,W,C), seconds).
 
-  Params sharded over a mesh (a multi-device run) sample with the sharded steps."""
+  Params sharded over a mesh (a multi-device run) sample with the sharded steps. Both
+  paths find their compiled steps by value (model, plan, solver, mesh, the params'
+  shardings, shapes), so a repeated call compiles nothing (tests/test_mesh_sampling.py)."""
   import functools
   import jax
   import numpy as np
@@ -107,7 +109,8 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
   for suffix, cached in variants.items():
     kw = _sample_kwargs(config, cached)
     imgs, first_s = _generate(model, ema_params, diffusion, labels, s.seed, s.batch_size, **kw)
-    # A second identical run times the compiled sampler alone (the first one compiles).
+    # A second identical run times the compiled sampler alone: the first one compiled
+    # every step, and `_generate` finds them again (no compilation in the second run).
     _, steady_s = _generate(model, ema_params, diffusion, labels, s.seed, s.batch_size, **kw)
     stem = os.path.join(workdir, "samples", f"{tag}{suffix}")
     if _is_main():  # every process samples (collectives); process 0 writes

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import subprocess
 import sys
 
 import jax
@@ -21,9 +23,46 @@ from skipdit_jax import models, parallel
 from skipdit_jax.train import optim, step as train_step_lib
 from skipdit_jax.train.state import TrainState
 
+N_DEV = 8
+# Backend optimisation off: these tiny programs compile ~2x faster and every run (single
+# device included) uses the same flags, so the comparisons are unaffected.
+FLAGS = (f"--xla_force_host_platform_device_count={N_DEV} "
+         "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GLOBAL_BATCH = 16
 STEPS = 3
 MESHES = [(8, 1, 1), (1, 8, 1), (2, 2, 2), (2, 4, 1)]
+
+
+def run_child_pytest(test_file: str, timeout: int = 900) -> None:
+  """Runs `test_file` in a child pytest whose XLA backend has N_DEV fake CPU devices
+  (XLA fixes the count when the backend starts, so it must be set before jax loads)."""
+  env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + FLAGS).strip(),
+             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                         os.path.abspath(test_file)], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+  assert " passed" in proc.stdout and "failed" not in proc.stdout, proc.stdout[-3000:]
+
+
+class CountCompiles:
+  """Context manager: the XLA backend compilations inside it, from JAX's own
+  monitoring event (`/jax/core/compile/backend_compile_duration`, recorded around every
+  `compile_or_get_cached`). `.names` lists the compiled functions."""
+  EVENT = "/jax/core/compile/backend_compile_duration"
+
+  def __enter__(self) -> "CountCompiles":
+    self.names: list[str] = []
+    jax.monitoring.register_event_duration_secs_listener(self._on_event)
+    return self
+
+  def _on_event(self, event: str, duration: float, **kw) -> None:
+    if event == self.EVENT:
+      self.names.append(str(kw.get("fun_name")))
+
+  def __exit__(self, *exc) -> None:
+    jax.monitoring.unregister_event_duration_listener(self._on_event)
 
 
 def tiny_model(**overrides):

@@ -25,11 +25,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import parallel_common as pc  # noqa: E402
 
-N_DEV = 8
-# Backend optimisation off: these tiny programs compile ~2x faster and every run (single
-# device included) uses the same flags, so the comparisons are unaffected.
-FLAGS = (f"--xla_force_host_platform_device_count={N_DEV} "
-         "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+N_DEV = pc.N_DEV
+FLAGS = pc.FLAGS
 in_child = pytest.mark.skipif(jax.device_count() != N_DEV,
                               reason="runs in the 8-device child process")
 
@@ -37,13 +34,7 @@ in_child = pytest.mark.skipif(jax.device_count() != N_DEV,
 def test_under_8_fake_devices():
   if jax.device_count() == N_DEV:
     pytest.skip("already the 8-device process")
-  env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + FLAGS).strip(),
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                         os.path.abspath(__file__)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-  assert " passed" in proc.stdout and "failed" not in proc.stdout, proc.stdout[-3000:]
+  pc.run_child_pytest(__file__)
 
 
 def _rel(a, b):

@@ -24,7 +24,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from skipdit_jax.parallel.batch import batch_sharding, replicated
-from skipdit_jax.parallel.jitting import cache_shardings, step_jit_kwargs
+from skipdit_jax.parallel.jitting import (cache_shardings, sampler_step_jit_kwargs,
+                                          step_jit_kwargs)
 from skipdit_jax.parallel.mesh import batch_ways, make_mesh
 from skipdit_jax.parallel.rules import Rules, axis_rules, param_shardings, state_shardings
 
@@ -180,20 +181,17 @@ def compile_sampler_steps(config: Any, mesh: Mesh, rules: Rules) -> dict[str, An
   x = jax.ShapeDtypeStruct((n, s, s, c), jnp.float32, sharding=bat)
   y = jax.ShapeDtypeStruct((n,), jnp.int32, sharding=bat)
   cache_shapes = jax.eval_shape(lambda p: smp.empty_cache(p, x, y), params)
-  cache_sh = cache_shardings(cache_shapes, mesh, n)
+  cache_sh = cache_shardings(smp, params, x, y, mesh)
   cache = _abstract(cache_shapes, cache_sh)
   i = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
   rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep)
   aux = jax.ShapeDtypeStruct(np.shape(smp.aux), smp.aux.dtype, sharding=rep)
-  full = jax.jit(full_step_fn(model, spaced, solver, smp.policy),
-                 in_shardings=(psh, bat, rep, bat, rep, cache_sh),
-                 out_shardings=(bat, cache_sh), donate_argnums=(1,))
+  full_kw, cached_kw = sampler_step_jit_kwargs(mesh, psh, cache_sh)  # as ShardedSampler
+  full = jax.jit(full_step_fn(model, spaced, solver, smp.policy), **full_kw)
   lowered = full.lower(params, x, i, y, rng, cache)
   out = {"full": (lowered.compile(), lowered_flops(lowered), model.depth)}
   for v in plan.variants:
-    fn = jax.jit(cached_step_fn(model, spaced, solver, smp.policy, v),
-                 in_shardings=(psh, bat, rep, bat, rep, cache_sh, rep), out_shardings=bat,
-                 donate_argnums=(1,))
+    fn = jax.jit(cached_step_fn(model, spaced, solver, smp.policy, v), **cached_kw)
     blocks = 2 * plan.k if plan.policy.startswith("skip_cache") else None
     lowered = fn.lower(params, x, i, y, rng, cache, aux)
     out[f"cached:{v}"] = (lowered.compile(), lowered_flops(lowered), blocks)

@@ -8,6 +8,7 @@ samples gathered to every host. On one device all of this reduces to the plain p
 """
 from __future__ import annotations
 
+import collections
 from typing import Any, Callable
 
 import jax
@@ -17,7 +18,7 @@ from jax.sharding import Mesh
 
 from skipdit_jax.parallel.batch import make_global_batch, process_rows
 from skipdit_jax.parallel.distributed import is_main_process
-from skipdit_jax.parallel.jitting import ShardedSampler, step_jit_kwargs
+from skipdit_jax.parallel.jitting import ShardedSampler, sharding_key, step_jit_kwargs
 from skipdit_jax.parallel.mesh import batch_ways, make_mesh
 from skipdit_jax.parallel.rules import axis_rules, param_shardings, state_shardings
 
@@ -73,15 +74,19 @@ class MeshRun:
       multihost_utils.sync_global_devices(name)
 
 
-_SHARDED: dict[tuple, ShardedSampler] = {}  # periodic sampling compiles once per shape
+_SHARDED: "collections.OrderedDict[tuple, ShardedSampler]" = collections.OrderedDict()
 
 
-def _sharded_sampler(base: Any, mesh: Mesh, params_sh: Any) -> ShardedSampler:
-  key = (base, mesh)
-  if key not in _SHARDED or _SHARDED[key].params_sh is not params_sh:
+def sharded_sampler(base: Any, mesh: Mesh, params_sh: Any) -> ShardedSampler:
+  """The `ShardedSampler` for (base's model / diffusion / plan / solver, mesh, params
+  shardings), from a small cache keyed on their values: periodic samples and main's
+  timed second pass find everything compiled, whichever objects the caller built."""
+  key = (base.model, base.diffusion, base.plan, base.solver, mesh, sharding_key(params_sh))
+  if key not in _SHARDED:
     _SHARDED[key] = ShardedSampler(base, mesh, params_sh)
     while len(_SHARDED) > 8:
-      _SHARDED.pop(next(iter(_SHARDED)))
+      _SHARDED.popitem(last=False)
+  _SHARDED.move_to_end(key)
   return _SHARDED[key]
 
 
@@ -126,5 +131,5 @@ def generate(mesh: Mesh, params_sh: Any, model: Any, params: Any, diffusion: Any
     x = np.concatenate([x, np.zeros((pad,) + shape[1:], np.float32)])
     labels = np.concatenate([labels, np.zeros(pad, np.int32)])
   base = sampling.get_sampler(model, spaced, plan, solver)
-  out = _sharded_sampler(base, mesh, params_sh).sample(params, x, labels, step_key)
+  out = sharded_sampler(base, mesh, params_sh).sample(params, x, labels, step_key)
   return _to_host(out)[:n]

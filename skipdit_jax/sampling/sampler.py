@@ -3,11 +3,14 @@
 `generate(...)` is the one-call entry point (plain or cached); `Sampler` holds the
 compiled functions for one (model, diffusion, plan, solver) so repeated calls reuse
 them. The loop dispatches asynchronously: nothing is read back to the host until
-the final images, so steps queue on the device back to back.
+the final images, so steps queue on the device back to back. The loop's steps donate
+x and the cache (each step's output reuses its input's buffers); `sample` copies the
+caller's x first, so the caller's arrays stay valid.
 """
 from __future__ import annotations
 
 import collections
+import functools
 from typing import Any, Optional, Sequence, Union
 
 import jax
@@ -26,6 +29,9 @@ class Sampler:
   """Compiled full / cached steps for one model, respaced diffusion, plan and solver.
 
   `sample(params, x_T, y, rng)` -> x_0 as a device array (N, H, W, C).
+  `full_step` / `cached_steps` keep their arguments (for callers that walk the plan
+  themselves and reuse x or the cache); `loop_full_step` / `loop_cached_steps`, the
+  ones `sample` runs, donate x (and the full step its cache).
   """
 
   def __init__(self, model: Any, diffusion: D.Diffusion, plan: CachePlan,
@@ -46,6 +52,9 @@ class Sampler:
     self.full_step = make_full_step(model, diffusion, solver, self.policy)
     self.cached_steps = {v: make_cached_step(model, diffusion, solver, self.policy, v)
                          for v in plan.variants}
+    self.loop_full_step = _donating_full(model, diffusion, solver, self.policy)
+    self.loop_cached_steps = {v: _donating_cached(model, diffusion, solver, self.policy, v)
+                              for v in plan.variants}
     s = plan.num_steps
     # Host tables are indexed by execution step; the steps index them by respaced i.
     self.aux = jnp.asarray(self.policy.aux_table(plan)[::-1])
@@ -70,12 +79,13 @@ class Sampler:
   def sample(self, params, x: jax.Array, y: jax.Array, rng: jax.Array) -> jax.Array:
     """x: (N, H, W, C) noise x_T; y: (N,) labels; rng: key for DDPM / η > 0 noise."""
     cache = self.empty_cache(params, x, y)
+    x = _own_copy(x)  # the steps donate x; the caller's array must survive
     for j, action in enumerate(self.plan.actions):
       i = self.indices[j]
-      if action == FULL:
-        x, cache = self.full_step(params, x, i, y, rng, cache)
-      else:
-        x = self.cached_steps[action](params, x, i, y, rng, cache, self.aux)
+      if action == FULL:  # donates x and the cache: both are replaced by its outputs
+        x, cache = self.loop_full_step(params, x, i, y, rng, cache)
+      else:  # donates x only; later cached steps read the same cache
+        x = self.loop_cached_steps[action](params, x, i, y, rng, cache, self.aux)
     return x
 
   def sample_fused(self, params, x: jax.Array, y: jax.Array, rng: jax.Array) -> jax.Array:
@@ -83,6 +93,7 @@ class Sampler:
     steps after it) is one compiled `fori_loop`: a handful of dispatches per sample
     instead of one per step, for devices where dispatch costs show."""
     cache = self.empty_cache(params, x, y)
+    x = _own_copy(x)
     for pattern, start, count in plan_runs(self.plan.actions):
       x, cache = self._run_fn(pattern)(params, x, cache, y, rng, self.aux,
                                        jnp.int32(start), jnp.int32(count))
@@ -106,8 +117,33 @@ class Sampler:
               x = cached[action](params, x, i, y, rng, cache, aux)
           return x, cache
         return jax.lax.fori_loop(0, count, segment, (x, cache))
-      self._runs[pattern] = jax.jit(run)
+      self._runs[pattern] = jax.jit(run, donate_argnums=(1, 2))  # x and the cache
     return self._runs[pattern]
+
+
+def _own_copy(x: Any) -> jax.Array:
+  """A device array the sampler may donate: a copy of a caller's jax.Array (same
+  placement), a fresh transfer of host data."""
+  return jnp.array(x, copy=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _donating_full(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
+                   policy: Any) -> Any:
+  """The sample loop's full(params, x, i, y, rng, cache), donating x and the cache;
+  shared by every Sampler of the same (model, diffusion, solver, policy)."""
+  # keep_unused: a policy that replaces its whole cache never reads the old one, and jit
+  # would drop that argument (and its donation); kept, XLA writes the new cache over it.
+  return jax.jit(full_step_fn(model, diffusion, solver, policy), donate_argnums=(1, 5),
+                 keep_unused=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _donating_cached(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
+                     policy: Any, variant: str) -> Any:
+  """The sample loop's cached(params, x, i, y, rng, cache, aux), donating x."""
+  return jax.jit(cached_step_fn(model, diffusion, solver, policy, variant),
+                 donate_argnums=(1,))
 
 
 def plan_runs(actions: Sequence[str]) -> list[tuple[tuple[str, ...], int, int]]:
