@@ -245,3 +245,24 @@ def test_no_credentials_is_one_clear_line(tmp_path, cache):
   err = p.stderr.strip().splitlines()[-1]
   assert err.startswith("error: --workdir=gs://some-bucket/run: no Google Cloud credentials")
   assert "Traceback" not in p.stderr
+
+
+def test_sweep_with_a_bucket_root_writes_its_files_there(gcs_bucket, tmp_path):
+  # `--python=echo`: each "run" prints its command, so the log holds it (no training).
+  sweep = tmp_path / "two.py"
+  sweep.write_text("def get_sweep():\n  return {'runs': [\n"
+                   "    {'name': 'a', 'config': 'configs/digits_skipdit.py'},\n"
+                   "    {'name': 'b', 'config': 'configs/digits_dit.py'}]}\n")
+  root = f"{gcs_bucket}/sweep"
+  p = subprocess.run([sys.executable, str(ROOT / "launch" / "sweep.py"), str(sweep),
+                      "--root", root, "--python", "echo"], cwd=tmp_path,
+                     capture_output=True, text=True, timeout=120)
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert json.loads(p.stdout.strip().splitlines()[-1]) == {"runs": 2, "failed": []}
+  from etils import epath
+  listed = json.loads(epath.Path(root, "sweep.json").read_text())
+  assert [r["name"] for r in listed["runs"]] == ["a", "b"]
+  for name in ("a", "b"):
+    log = epath.Path(root, name, "launch.log").read_text()
+    assert f"--workdir={root}/{name}" in log, log
+  assert sorted(os.listdir(tmp_path)) == ["two.py"]  # nothing local under the root's name
