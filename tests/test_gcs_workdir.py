@@ -42,9 +42,11 @@ EVAL = ["--config.eval.num_samples=20", "--config.eval.num_ref=200",
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-  """A JAX compilation cache shared by this module's children (the reruns reuse it)."""
-  return tmp_path_factory.mktemp("jax_cache")
+def cache() -> Path:
+  """The JAX compilation cache of the subprocess tests, kept across sessions (entries are
+  keyed by the program and the JAX version), so reruns and later sessions reuse it."""
+  import tempfile
+  return Path(tempfile.gettempdir()) / "skipdit_jax_test_jax_cache"
 
 
 def child_env(cache: Path, **extra: str) -> dict[str, str]:
