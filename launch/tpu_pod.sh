@@ -58,7 +58,7 @@ fi
 if [[ $INSTALL -eq 1 ]]; then
   run tar czf "$TARBALL" -C "$HERE" --exclude=.git --exclude=.venv --exclude=__pycache__ .
   run "${GC[@]}" scp "$TARBALL" "$NAME:skipdit-jax.tgz" "${LOC[@]}" --worker=all
-  run "${GC[@]}" ssh "$NAME" "${LOC[@]}" --worker=all --command="mkdir -p $REMOTE_DIR && tar xzf skipdit-jax.tgz -C $REMOTE_DIR && pip install -q -U 'jax[tpu]' -e ./$REMOTE_DIR"
+  run "${GC[@]}" ssh "$NAME" "${LOC[@]}" --worker=all --command="mkdir -p $REMOTE_DIR && tar xzf skipdit-jax.tgz -C $REMOTE_DIR && pip install -q -U 'jax[tpu]' -e './$REMOTE_DIR[gcs]'"
 fi
 
 # 3. the same command on all workers; output streams back here (pipefail: tee must not

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any, Callable
 
 import ml_collections
@@ -171,8 +170,11 @@ def _check_train(config, problems: list[str]) -> None:
 
 
 def _has_checkpoints(workdir: str | None) -> bool:
-  ckpts = os.path.join(workdir, "checkpoints") if workdir else ""
-  return bool(ckpts) and os.path.isdir(ckpts) and bool(os.listdir(ckpts))
+  if not workdir:
+    return False
+  from skipdit_jax import paths
+  ckpts = paths.resolve(workdir) / "checkpoints"
+  return ckpts.is_dir() and any(True for _ in ckpts.iterdir())
 
 
 def _check_warm_start(config, problems: list[str], workdir: str | None) -> None:
@@ -194,15 +196,16 @@ def _check_warm_start(config, problems: list[str], workdir: str | None) -> None:
     return
   if _has_checkpoints(workdir):
     return  # resuming: the workdir's checkpoint wins and the source is never read
+  from skipdit_jax import paths
   from skipdit_jax.train.warm_start import OFFICIAL_SUFFIXES, is_workdir
-  full = os.path.expanduser(path)
-  ext = os.path.splitext(full)[1].lower()
-  if os.path.isdir(full):
-    if not is_workdir(full):
+  full = paths.resolve(path)  # local or gs://
+  ext = full.suffix.lower()
+  if full.is_dir():
+    if not is_workdir(str(full)):
       problems.append(f"config.train.init_from={path!r} is a directory but not a training "
                       f"workdir (no config.json and checkpoints/): point it at a run's "
                       f"--workdir or at an official {'/'.join(OFFICIAL_SUFFIXES)} file")
-  elif not os.path.isfile(full):
+  elif not full.exists():
     problems.append(f"config.train.init_from={path!r} does not exist: give the path of an "
                     f"official {'/'.join(OFFICIAL_SUFFIXES)} checkpoint or a run's workdir, "
                     f"or '' to start from random weights")
@@ -286,12 +289,12 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> boo
   """
   if not workdir:
     return False
-  path = os.path.join(workdir, SAVED_CONFIG)
-  if not os.path.exists(path):
+  from skipdit_jax import paths
+  path = paths.resolve(workdir) / SAVED_CONFIG
+  if not path.exists():
     return False
   try:
-    with open(path) as f:
-      saved = ml_collections.ConfigDict(json.load(f))
+    saved = ml_collections.ConfigDict(json.loads(path.read_text()))
     old = model_fields(saved)
   except (OSError, ValueError, KeyError, AttributeError) as e:
     raise ConfigError([f"workdir {workdir!r}: cannot read its saved config {path} ({e}); "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging as std_logging
-import os
 import sys
 import time
 from typing import Any
@@ -89,8 +88,7 @@ def _class_labels(config, per_class: int):
 
 def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[str, Any]:
   """Class-conditional samples of every variant, written to the workdir and scored."""
-  import numpy as np
-  from skipdit_jax import data
+  from skipdit_jax import data, paths
   from skipdit_jax.eval import class_accuracy, image_grid
   from skipdit_jax.train import build_diffusion
   s, diffusion = config.sample, build_diffusion(config)
@@ -112,10 +110,10 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
     # A second identical run times the compiled sampler alone: the first one compiled
     # every step, and `_generate` finds them again (no compilation in the second run).
     _, steady_s = _generate(model, ema_params, diffusion, labels, s.seed, s.batch_size, **kw)
-    stem = os.path.join(workdir, "samples", f"{tag}{suffix}")
+    stem = str(paths.resolve(workdir) / "samples" / f"{tag}{suffix}")
     if _is_main():  # every process samples (collectives); process 0 writes
       image_grid.save_grid(imgs, stem + ".png", ncol=s.num_per_class, scale=2)
-      np.savez_compressed(stem + ".npz", images=imgs, labels=labels)
+      paths.save_npz(stem + ".npz", images=imgs, labels=labels)
     out[f"sample{suffix}_s"] = first_s
     out[f"sample{suffix}_steady_s"] = steady_s
     out[f"samples{suffix}_file"] = stem + ".npz"
@@ -135,6 +133,7 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
 
 
 def train_mode(config, workdir: str) -> dict[str, Any]:
+  from skipdit_jax import paths
   from skipdit_jax.eval import image_grid
   from skipdit_jax.train import build_diffusion, build_model, train
   model, diffusion = build_model(config), build_diffusion(config)
@@ -147,7 +146,7 @@ def train_mode(config, workdir: str) -> dict[str, Any]:
                         config.sample.batch_size, **_sample_kwargs(config, False))
     if not _is_main():
       return None
-    return image_grid.save_grid(imgs, os.path.join(workdir, "samples", f"grid_{step:07d}.png"),
+    return image_grid.save_grid(imgs, paths.resolve(workdir) / "samples" / f"grid_{step:07d}.png",
                                 ncol=config.sample.grid_per_class, scale=2)
 
   summary, state = train(config, workdir, on_sample=on_sample)
@@ -162,21 +161,21 @@ def train_mode(config, workdir: str) -> dict[str, Any]:
 
 
 def sample_mode(config, workdir: str) -> dict[str, Any]:
-  import jax
   from skipdit_jax import parallel
   from skipdit_jax.train import Checkpointer, abstract_state, build_model
   model = build_model(config)
   ckpt = Checkpointer(workdir, read_only=True)  # a missing workdir is an error, not created
   abstract = abstract_state(config, model)
-  restored = ckpt.restore(parallel.MeshRun(config, model, abstract).abstract(abstract))
-  ckpt.close()
+  try:  # the EMA only: params and optimizer state are neither read nor allocated
+    restored = ckpt.restore_ema(parallel.MeshRun(config, model, abstract).abstract(abstract))
+  finally:
+    ckpt.close()
   if restored is None:
     raise FileNotFoundError(f"--workdir={workdir!r} holds no checkpoint to sample from; "
                             "train first (--mode=train) or point --workdir at a trained run")
-  state, _ = restored
-  step = int(jax.device_get(state.step))
+  ema_params, step = restored
   out = {"mode": "sample", "model": config.model.name, "step": step}
-  out.update(sample_and_score(config, workdir, model, state.ema_params,
+  out.update(sample_and_score(config, workdir, model, ema_params,
                               f"sample_{step:07d}_{config.sample.sampler}"
                               f"{config.sample.num_steps}_cfg{config.sample.cfg_scale:g}"))
   return out
@@ -212,6 +211,12 @@ def main(argv) -> None:
   if not workdir:
     raise app.UsageError("--workdir is required: the run folder (rerunning resumes)")
   t0 = time.perf_counter()
+  from skipdit_jax import paths
+  try:  # a gs:// bucket that is missing or unreachable: one line, before any compute
+    paths.check_access(workdir)
+  except paths.WorkdirError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   try:
     check_config(config, workdir=workdir)
     _check_extra_fields(config)
@@ -227,10 +232,10 @@ def main(argv) -> None:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3 if isinstance(e, NonFiniteError) else 2)
   result["total_time_s"] = time.perf_counter() - t0
-  result["workdir"] = os.path.abspath(workdir)
+  result["workdir"] = str(paths.resolve(workdir))
   if _is_main():
-    with open(os.path.join(workdir, f"result_{FLAGS.mode}.json"), "w") as f:
-      json.dump(result, f, indent=2, default=float)
+    paths.write_text(paths.resolve(workdir) / f"result_{FLAGS.mode}.json",
+                     json.dumps(result, indent=2, default=float))
   print(json.dumps(result, default=float), flush=True)
   if result.get("preempted"):
     from skipdit_jax.train.preemption import PREEMPTED_EXIT_CODE

@@ -1,10 +1,13 @@
 """Image grids as PNG files (pillow): samples -> one picture."""
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
 from PIL import Image
+
+from skipdit_jax import paths
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -30,9 +33,11 @@ def make_grid(images: np.ndarray, ncol: int, *, pad: int = 1, scale: int = 1) ->
   return grid
 
 
-def save_grid(images: np.ndarray, path: str, ncol: int, *, scale: int = 1) -> np.ndarray:
-  """Writes `make_grid(images, ncol)` to `path` as PNG and returns the grid."""
+def save_grid(images: np.ndarray, path: str | os.PathLike, ncol: int, *,
+              scale: int = 1) -> np.ndarray:
+  """Writes `make_grid(images, ncol)` to `path` (local or gs://) as PNG; returns the grid."""
   grid = make_grid(images, ncol, scale=scale)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+  buf = io.BytesIO()
+  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(buf, format="PNG")
+  paths.write_bytes(path, buf.getvalue())
   return grid

@@ -67,15 +67,15 @@ def load_ema_params(config: ml_collections.ConfigDict, workdir: str,
   from skipdit_jax.train import Checkpointer, abstract_state, build_model
   model = build_model(config)
   ckpt = Checkpointer(workdir, read_only=True)
-  try:
-    restored = ckpt.restore(abstract_state(config, model), step)
+  try:  # the EMA only: params and optimizer state are neither read nor allocated
+    restored = ckpt.restore_ema(abstract_state(config, model), step)
   finally:
     ckpt.close()
   if restored is None:
     raise FileNotFoundError(f"--workdir={workdir!r} holds no checkpoint to evaluate; train "
                             "first (--mode=train)")
-  state, _ = restored
-  return model, state.ema_params, int(jax.device_get(state.step))
+  ema_params, step = restored
+  return model, ema_params, step
 
 
 def class_labels(num: int, num_classes: int) -> np.ndarray:
@@ -192,13 +192,27 @@ def plot_stability(results: dict[str, dict], out_dir: str, prefix: str = "stabil
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
              log: Callable[[str], None] = print) -> dict[str, Any]:
   """The `--mode=eval` entry: scores, stability, JSON/PNG files and TensorBoard scalars."""
-  from skipdit_jax.train import build_diffusion
-  from skipdit_jax.train.writers import create_writer
+  from skipdit_jax import paths
+  from skipdit_jax.train import build_diffusion, writers
   opts = eval_options(config)
   model, params, step = load_ema_params(config, workdir, step)
   diffusion = build_diffusion(config)
-  out_dir = os.path.join(workdir, "eval")
-  os.makedirs(out_dir, exist_ok=True)
+  # The caches (feature net, reference stats), JSONs and plots are local files; for a
+  # gs:// workdir they are read from and written back to <workdir>/eval.
+  with paths.local_mirror(paths.resolve(workdir) / "eval") as out_dir:
+    result = _evaluate_into(config, opts, model, params, step, diffusion, out_dir, log)
+  writer = writers.create_writer(writers.logdir(workdir), asynchronous=False, console=False)
+  policy = result["policy"]
+  scalars = {f"eval/{policy}/{k}": v for k, v in result.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+  writer.write_scalars(step, scalars)
+  writer.close()
+  return result
+
+
+def _evaluate_into(config, opts: dict, model, params, step: int, diffusion, out_dir: str,
+                   log: Callable[[str], None]) -> dict[str, Any]:
+  """Samples, scores and writes `evaluate`'s files into the local folder `out_dir`."""
   nets = extractors(config, out_dir, opts, log)
   refs = {key: sample_quality.build_reference(
       net, config.data.name, out_dir, num=opts["num_ref"], seed=config.get("seed", 0),
@@ -232,10 +246,4 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
                            "spectral_max": max(st["spectral"]["max"])}
   with open(os.path.join(out_dir, f"metrics_{tag}.json"), "w") as f:
     json.dump(result, f, indent=1, default=float)
-  writer = create_writer(os.path.join(workdir, "tensorboard"), asynchronous=False,
-                         console=False)
-  scalars = {f"eval/{policy}/{k}": v for k, v in result.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
-  writer.write_scalars(step, scalars)
-  writer.close()
   return result

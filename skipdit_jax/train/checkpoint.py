@@ -4,8 +4,10 @@ resolved config written into the workdir.
 Layout: `<workdir>/checkpoints/<step>/{state, meta}`; `meta` holds the data iterator
 position, the guard counters and the resolved config, so a rerun of the same command
 resumes exactly. Orbax writes each step into a temporary directory and renames it when
-complete, so a run killed mid-save leaves only a temporary directory, never a step; on
-top of that a step is used only when its files are all there (`complete_steps`).
+complete (on gs://, where there are no renames, it writes `commit_success.txt` last), so
+a run killed mid-save leaves no step; on top of that a step is used only when its files
+are all there (`complete_steps`). Paths go through `skipdit_jax.paths` (etils.epath), so
+a `gs://` workdir and a local one take the same code.
 Restores compare the saved tree with the expected one first, so a checkpoint of another
 model or optimizer is refused with the parameter paths that differ, and unreadable files
 give a `CheckpointError` naming the step and the fix, not a TensorStore traceback.
@@ -13,9 +15,7 @@ give a `CheckpointError` naming the step and the fix, not a TensorStore tracebac
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
 from typing import Any
 
@@ -24,6 +24,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
+from skipdit_jax import paths
 from skipdit_jax.train.guard import all_finite
 
 CONFIG_JSON = "config.json"   # the resolved config; config_check reads it back
@@ -31,6 +32,7 @@ CONFIG_PY = "config.py"       # the same, as a loadable ml_collections config fi
 CHECKPOINTS = "checkpoints"
 # Files orbax writes last into a step; a step without them is not used.
 _COMPLETE_MARKERS = ("_CHECKPOINT_METADATA", "state/_METADATA", "meta/metadata")
+_COMMIT_MARKER = "commit_success.txt"  # orbax's last file of a step on object storage
 _SHOWN = 8  # mismatching paths listed in an error
 
 
@@ -40,29 +42,30 @@ class CheckpointError(RuntimeError):
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes the resolved config as JSON and as a `get_config()` python file."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, CONFIG_JSON), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-  with open(os.path.join(workdir, CONFIG_PY), "w") as f:
-    f.write('"""Resolved config of this run (written by skipdit_jax)."""\n'
-            "import ml_collections\n\n\ndef get_config():\n"
-            f"  return ml_collections.ConfigDict({config.to_dict()!r})\n")
+  root = paths.resolve(workdir)
+  paths.write_text(root / CONFIG_JSON,
+                   config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  paths.write_text(root / CONFIG_PY,
+                   '"""Resolved config of this run (written by skipdit_jax)."""\n'
+                   "import ml_collections\n\n\ndef get_config():\n"
+                   f"  return ml_collections.ConfigDict({config.to_dict()!r})\n")
 
 
 def move_aside(workdir: str) -> str | None:
   """Renames `<workdir>/checkpoints` (and its config) to `*.replaced-<time>`; for
   `train.allow_new_model=True`. Returns the new checkpoint path, or None if none."""
-  src = os.path.join(workdir, CHECKPOINTS)
-  if not os.path.isdir(src):
+  root = paths.resolve(workdir)
+  src = root / CHECKPOINTS
+  if not src.is_dir():
     return None
   tag = time.strftime("%Y%m%d-%H%M%S")
-  dst = f"{src}.replaced-{tag}"
-  os.rename(src, dst)
-  cfg = os.path.join(workdir, CONFIG_JSON)
-  if os.path.exists(cfg):
-    os.rename(cfg, os.path.join(dst, CONFIG_JSON))
+  dst = root / f"{CHECKPOINTS}.replaced-{tag}"
+  src.rename(dst)  # on object storage: a copy of every object, then a delete
+  cfg = root / CONFIG_JSON
+  if cfg.exists():
+    cfg.rename(dst / CONFIG_JSON)
   logging.warning("moved the checkpoints of the previous model to %s", dst)
-  return dst
+  return str(dst)
 
 
 def leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -112,11 +115,15 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 3, keep_every: int = 0,
                async_save: bool = True, read_only: bool = False):
-    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
-    if read_only and not os.path.isdir(workdir):
+    root = paths.resolve(workdir)
+    self.path = root / CHECKPOINTS
+    self.directory = str(self.path)
+    self._remote = paths.is_remote(root)
+    # An object store has no directories: a "directory" exists when objects lie under it.
+    if read_only and not root.is_dir():
       raise CheckpointError(f"workdir {workdir!r} does not exist; train first with "
                             f"--workdir={workdir} or point --workdir at a trained run")
-    if read_only and not os.path.isdir(self.directory):
+    if read_only and not self.path.is_dir():
       raise CheckpointError(f"workdir {workdir!r} holds no checkpoints (no {CHECKPOINTS}/ "
                             f"directory); train into it first")
     options = ocp.CheckpointManagerOptions(
@@ -125,7 +132,7 @@ class Checkpointer:
         read_only=read_only, cleanup_tmp_directories=not read_only)
     # Handlers named up front, so a fresh process can read metadata before any save.
     self.manager = ocp.CheckpointManager(
-        self.directory, options=options,
+        self.path, options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
     self._all_finite = jax.jit(all_finite)
@@ -133,9 +140,10 @@ class Checkpointer:
   def complete_steps(self) -> list[int]:
     """Steps whose every file is in place, oldest first (temporary dirs never count)."""
     steps = []
+    markers = _COMPLETE_MARKERS + ((_COMMIT_MARKER,) if self._remote else ())
     for step in self.manager.all_steps():
-      root = os.path.join(self.directory, str(step))
-      if all(os.path.exists(os.path.join(root, m)) for m in _COMPLETE_MARKERS):
+      root = self.path / str(step)
+      if all((root / m).exists() for m in markers):
         steps.append(step)
       else:
         logging.warning("ignoring incomplete checkpoint %s", root)
@@ -162,13 +170,12 @@ class Checkpointer:
     return True
 
   def _step_dir(self, step: int) -> str:
-    return os.path.join(self.directory, str(step))
+    return str(self.path / str(step))
 
   def read_meta(self, step: int) -> dict[str, Any]:
-    path = os.path.join(self._step_dir(step), "meta", "metadata")
+    path = self.path / str(step) / "meta" / "metadata"
     try:
-      with open(path) as f:
-        return dict(json.load(f) or {})
+      return dict(json.loads(path.read_text()) or {})
     except (OSError, ValueError) as e:
       raise CheckpointError(f"checkpoint {self._step_dir(step)}: its meta file {path} is "
                             f"unreadable ({e}); {self._fix(step)}") from e
@@ -214,6 +221,8 @@ class Checkpointer:
 
     `abstract_state` may hold arrays or ShapeDtypeStructs; their shardings (when given)
     place the restored arrays, so a checkpoint written on one mesh restores onto another.
+    Give ShapeDtypeStructs to allocate the state once (a resume): orbax writes straight
+    into new arrays, no fresh state is built first.
     """
     step = self.latest_step() if step is None else step
     if step is None:
@@ -221,9 +230,38 @@ class Checkpointer:
     target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
     self.check_compatible(step, target)
     meta = self.read_meta(step)
+    out = self._read(step, lambda: self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target))))
+    return out["state"], meta
+
+  def restore_ema(self, abstract_state: Any, step: int | None = None
+                  ) -> tuple[Any, int] | None:
+    """(EMA params, step number) of `step` (default: the latest); None if there is none.
+
+    Reads only the `ema_params` and `step` arrays of the checkpoint (orbax partial
+    restore): the raw params and the optimizer state, two thirds of the state with Adam,
+    are neither read nor allocated. For sampling and evaluation.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return None
+    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    self.check_compatible(step, target)
+    item = {"step": target.step, "ema_params": target.ema_params}
+    args = ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)
+
+    def read():
+      with ocp.PyTreeCheckpointer() as reader:
+        return reader.restore(self.path / str(step) / "state", args=args)
+    out = self._read(step, read)
+    return out["ema_params"], int(jax.device_get(out["step"]))
+
+  def _read(self, step: int, fn):
+    """fn() with TensorStore/orbax errors turned into a CheckpointError naming the fix."""
     try:
-      out = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target)))
+      return fn()
     except Exception as e:  # TensorStore/orbax raise bare Exceptions for damaged files
       where = _failing_path(e)
       first = str(e).splitlines()[0].split(" See full TensorStore")[0][:160]
@@ -231,7 +269,6 @@ class Checkpointer:
           f"checkpoint {self._step_dir(step)} is damaged: cannot read "
           f"{'array ' + where if where else 'its arrays'} ({first}); "
           f"{self._fix(step)}") from e
-    return out["state"], meta
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

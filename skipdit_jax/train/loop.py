@@ -117,20 +117,25 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   schedule = optim.lr_schedule(tc)
 
   # The mesh of config.mesh (one device: a 1x1x1 mesh, the plain path); skipdit_jax/parallel.
-  run = parallel.MeshRun(config, model, abstract_state(config, model))
+  abstract = abstract_state(config, model)
+  run = parallel.MeshRun(config, model, abstract)
   if config_check.check_workdir(config, workdir) and run.is_main:  # other shape: fresh start
     checkpoint.move_aside(workdir)
   run.sync("workdir")
   ckpt = checkpoint.Checkpointer(workdir, keep=tc.get("ckpt_keep", 3),
                                  keep_every=tc.get("ckpt_keep_every", 0),
                                  async_save=tc.get("ckpt_async", True))
-  state = run.init(lambda: init_state(config, model, tx))  # born sharded
-  restored = ckpt.restore(state)  # onto the same shardings
+  # A resume restores straight into the run's shardings (ShapeDtypeStructs: the state is
+  # allocated once, by orbax); only a run with no checkpoint builds a fresh state.
+  last = ckpt.latest_step()
+  restored = None if last is None else ckpt.restore(run.abstract(abstract), last)
   meta: dict[str, Any] = {}
   if restored is not None:
     state, meta = restored
     logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
-  elif tc.get("init_from"):  # a fresh run seeded from another model; a resume never is
+  else:
+    state = run.init(lambda: init_state(config, model, tx))  # born sharded
+  if restored is None and tc.get("init_from"):  # a fresh run seeded from another model
     state = warm_start.seed_state(state, config, model, tx)
     logging.info("initialised the params from train.init_from=%s", tc.init_from)
   # Fresh, restored and imported states all carry the run's shardings, so they lower to
@@ -158,7 +163,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
                         **run.step_jit_kwargs())
   step_fn.restore(meta.get("guard"))
 
-  writer = writers.create_writer(f"{workdir}/tensorboard" if run.is_main else None,
+  writer = writers.create_writer(writers.logdir(workdir) if run.is_main else None,
                                  console=run.is_main)
   if start_step == 0:
     writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})

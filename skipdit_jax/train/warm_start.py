@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any
 
 import jax
 import ml_collections
 
-from skipdit_jax import config_check, models
+from skipdit_jax import config_check, models, paths
 from skipdit_jax.train import checkpoint, optim
 from skipdit_jax.train.state import TrainState
 
@@ -24,15 +25,16 @@ OFFICIAL_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
 
 
 def is_workdir(path: str) -> bool:
-  """A directory written by `train`: it holds `config.json` and `checkpoints/`."""
-  return (os.path.isdir(os.path.join(path, checkpoint.CHECKPOINTS))
-          and os.path.isfile(os.path.join(path, checkpoint.CONFIG_JSON)))
+  """A directory written by `train` (local or gs://): it holds `config.json` and
+  `checkpoints/`."""
+  root = paths.resolve(path)
+  return (root / checkpoint.CHECKPOINTS).is_dir() and (root / checkpoint.CONFIG_JSON).exists()
 
 
 def _workdir_state_dict(workdir: str) -> dict:
   """The latest checkpoint's params of `workdir`, as an official-named state_dict."""
-  with open(os.path.join(workdir, checkpoint.CONFIG_JSON)) as f:
-    saved = ml_collections.ConfigDict(json.load(f))
+  saved = ml_collections.ConfigDict(json.loads(
+      (paths.resolve(workdir) / checkpoint.CONFIG_JSON).read_text()))
   model = models.create(saved.model.name, **config_check.model_fields(saved))
   tx = optim.make_optimizer(saved.train)
   key = jax.random.PRNGKey(0)
@@ -55,9 +57,17 @@ def initial_params(config: ml_collections.ConfigDict, model: models.DiT,
 
   rng draws the fusion layers when a vanilla DiT is upcycled.
   """
-  path = os.path.expanduser(str(config.train.init_from))
-  source = _workdir_state_dict(path) if os.path.isdir(path) else path
-  return models.init_from_official(source, model, rng)
+  path = paths.resolve(str(config.train.init_from))
+  if path.is_dir():
+    return models.init_from_official(_workdir_state_dict(str(path)), model, rng)
+  if not paths.is_remote(path):
+    return models.init_from_official(os.fspath(path), model, rng)
+  # The official-file readers take local files: copy the object down once.
+  with tempfile.TemporaryDirectory(prefix="skipdit_init_from_") as tmp:
+    local = os.path.join(tmp, path.name)
+    with open(local, "wb") as f:
+      f.write(path.read_bytes())
+    return models.init_from_official(local, model, rng)
 
 
 def seed_state(state: TrainState, config: ml_collections.ConfigDict, model: models.DiT,

@@ -1,7 +1,9 @@
 """Metric writers: clu's console writer plus TensorBoard event files via tensorboardX.
 
 clu's own TensorBoard writer needs TensorFlow; `TensorBoardXWriter` implements clu's
-`MetricWriter` interface over `tensorboardX.SummaryWriter` instead.
+`MetricWriter` interface over `tensorboardX.SummaryWriter` instead. A `gs://` logdir
+needs no TensorFlow either: tensorboardX writes it with google-cloud-storage (each flush
+uploads the whole event file, so the object is always a complete, readable file).
 """
 from __future__ import annotations
 
@@ -11,6 +13,15 @@ import types
 from typing import Any, Mapping, Optional
 
 import numpy as np
+
+from skipdit_jax import paths
+
+TENSORBOARD = "tensorboard"  # the event files' folder in the workdir
+
+
+def logdir(workdir: str) -> str:
+  """`<workdir>/tensorboard` as tensorboardX reads it: a local path or a gs:// URL."""
+  return str(paths.resolve(workdir) / TENSORBOARD)
 
 
 def _import_clu_writers() -> types.ModuleType:
@@ -43,6 +54,14 @@ class TensorBoardXWriter(interface.MetricWriter):
 
   def __init__(self, logdir: str):
     import tensorboardX  # imported here so that `import skipdit_jax.train` stays light
+    if logdir.startswith("gs://"):
+      from tensorboardX import record_writer
+      if not record_writer.GCS_ENABLED:
+        raise ImportError(f"TensorBoard events under {logdir} need google-cloud-storage: "
+                          f"pip install 'skipdit-jax[gcs]'")
+    elif paths.is_remote(logdir) and not logdir.startswith("s3://"):
+      raise ValueError(f"TensorBoard events cannot be written to {logdir}: tensorboardX "
+                       f"writes local paths, gs:// and s3:// only")
     self._writer = tensorboardX.SummaryWriter(logdir=logdir)
 
   def write_summaries(self, step: int, values: Mapping[str, Any],
