@@ -5,29 +5,19 @@ the field, its value and the fix. The packages that own a rule keep it (model sh
 `models.validate_shape` / `models.parse_name`; datasets: the data registry; schedules:
 `diffusion.betas_for`; meshes and sharding rules: `parallel`; cache plans: `sampling`);
 this module calls them and adds the cross-field rules nobody else can see (batch vs.
-mesh, intervals vs. run length, a workdir trained with another model).
+mesh, intervals vs. run length). It sits above every package (an entry-point module):
+the config -> model mapping and the workdir shape check live in `train.build`, the
+loaded-data check in `data.sources`, the error type in `skipdit_jax.errors`.
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Callable
 
 import ml_collections
 
-# DiT fields that change the parameter tree; a checkpoint of one shape cannot seed another.
-SHAPE_FIELDS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth",
-                "num_heads", "mlp_ratio", "num_classes", "learn_sigma", "long_skip",
-                "scan_blocks")
-SAVED_CONFIG = "config.json"  # the resolved config, in the workdir (checkpoint.py writes it)
-
-
-class ConfigError(ValueError):
-  """One or more config fields are invalid; `.problems` lists one line per field."""
-
-  def __init__(self, problems: list[str]):
-    self.problems = list(problems)
-    super().__init__("invalid config:\n  - " + "\n  - ".join(self.problems))
+from skipdit_jax.errors import ConfigError
+from skipdit_jax.train.build import check_workdir, model_fields
 
 
 def _get(config: Any, path: str, default: Any = None) -> Any:
@@ -54,22 +44,6 @@ def _catch(problems: list[str], fn: Callable, *args, **kwargs) -> Any:
   except (ValueError, TypeError, KeyError) as e:
     problems.append(str(e).strip("'\""))
     return None
-
-
-def model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The DiT fields a config asks for: the registry name, then `model.*` overrides."""
-  from skipdit_jax import models
-  long_skip, size, patch = models.parse_name(config.model.name)
-  depth, width, heads = models.SIZES[size]
-  fields = dict(input_size=_get(config, "data.image_size"), in_channels=_get(config, "data.channels"),
-                num_classes=_get(config, "data.num_classes"), patch_size=patch, depth=depth,
-                hidden_size=width, num_heads=heads, long_skip=long_skip)
-  for key in ("long_skip", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio",
-              "learn_sigma", "class_dropout_prob", "dtype", "scan_blocks", "remat"):
-    value = _get(config, f"model.{key}")
-    if value is not None:
-      fields[key] = value
-  return fields
 
 
 def _positive_ints(config, paths: tuple[str, ...], problems: list[str], *, zero_ok=False):
@@ -106,23 +80,6 @@ def _check_data(config, problems: list[str]) -> None:
   if name not in data.SOURCES:
     problems.append(f"config.data.name={name!r} is not a known dataset; use one of "
                     f"{sorted(data.SOURCES)}")
-
-
-def check_data_shape(config: ml_collections.ConfigDict, images_shape: tuple[int, ...],
-                     num_classes: int) -> None:
-  """After loading: the dataset's (N, H, W, C) and classes must match `config.data`."""
-  _, h, w, c = images_shape
-  want = (config.data.image_size, config.data.image_size, config.data.channels)
-  problems = []
-  if (h, w, c) != want:
-    problems.append(f"config.data.image_size={config.data.image_size}, data.channels="
-                    f"{config.data.channels} but dataset {config.data.name!r} holds "
-                    f"{h}x{w}x{c} images: set data.image_size={h}, data.channels={c}")
-  if num_classes != config.data.num_classes:
-    problems.append(f"config.data.num_classes={config.data.num_classes} but dataset "
-                    f"{config.data.name!r} has {num_classes}: set data.num_classes={num_classes}")
-  if problems:
-    raise ConfigError(problems)
 
 
 def _check_diffusion(config, problems: list[str]) -> None:
@@ -279,36 +236,6 @@ def _check_mesh(config, problems: list[str], num_devices: int | None) -> None:
   except (ValueError, TypeError, ZeroDivisionError):
     return
   _catch(problems, parallel.param_specs, model, rules, sizes)
-
-
-def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> bool:
-  """Refuses a workdir whose saved config trained a model of another shape.
-
-  Returns True when the shape differs and `config.train.allow_new_model=True` accepts
-  it: the caller then moves the old checkpoints aside and starts fresh.
-  """
-  if not workdir:
-    return False
-  from skipdit_jax import paths
-  path = paths.resolve(workdir) / SAVED_CONFIG
-  if not path.exists():
-    return False
-  try:
-    saved = ml_collections.ConfigDict(json.loads(path.read_text()))
-    old = model_fields(saved)
-  except (OSError, ValueError, KeyError, AttributeError) as e:
-    raise ConfigError([f"workdir {workdir!r}: cannot read its saved config {path} ({e}); "
-                       f"use a new --workdir or remove the file"]) from e
-  new = model_fields(config)
-  diff = [f"{k}: saved {old.get(k)!r} -> new {new.get(k)!r}" for k in SHAPE_FIELDS
-          if old.get(k) != new.get(k)]
-  if diff and not _get(config, "train.allow_new_model", False):
-    raise ConfigError([
-        f"workdir {workdir!r} holds a model of another shape ({'; '.join(diff)}); resuming "
-        f"would train the wrong model. Use a new --workdir, restore the old model fields, "
-        f"or pass --config.train.allow_new_model=True to move the old checkpoints aside "
-        f"and start fresh"])
-  return bool(diff)
 
 
 def check_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None,

@@ -7,8 +7,9 @@ import os
 import pytest
 
 from configs.default import get_config
-from skipdit_jax.config_check import (ConfigError, check_config, check_data_shape,
-                                      model_fields)
+from skipdit_jax.config_check import ConfigError, check_config
+from skipdit_jax.data import check_data_shape
+from skipdit_jax.train.build import model_fields
 
 
 def bad(**fields):

@@ -8,8 +8,9 @@ package knows nothing of models. A new source registers itself with
 """
 from skipdit_jax.data.idx import parse_idx, read_idx
 from skipdit_jax.data.pipeline import BatchIterator
-from skipdit_jax.data.sources import SOURCES, load_source, register_source
+from skipdit_jax.data.sources import (SOURCES, check_data_shape, load_source,
+                                      register_source)
 from skipdit_jax.data import debian, embedded, latents, tfds_source  # noqa: F401  (register built-in sources)
 
-__all__ = ["SOURCES", "BatchIterator", "load_source", "parse_idx", "read_idx",
+__all__ = ["SOURCES", "BatchIterator", "check_data_shape", "load_source", "parse_idx", "read_idx",
            "register_source"]

@@ -9,6 +9,8 @@ from typing import Callable
 
 import numpy as np
 
+from skipdit_jax.errors import ConfigError
+
 Source = Callable[[str], tuple[np.ndarray, np.ndarray, int]]
 SOURCES: dict[str, Source] = {}
 
@@ -50,3 +52,19 @@ def check_split(name: str, split: str, known: tuple[str, ...]) -> None:
 def to_unit_range(x: np.ndarray, max_value: float) -> np.ndarray:
   """Maps [0, max_value] linearly to [-1, 1] (float32)."""
   return (np.asarray(x, np.float32) * np.float32(2.0 / max_value) - 1.0).astype(np.float32)
+
+
+def check_data_shape(config, images_shape: tuple[int, ...], num_classes: int) -> None:
+  """After loading: the dataset's (N, H, W, C) and classes must match `config.data`."""
+  _, h, w, c = images_shape
+  d = config.data
+  problems = []
+  if (h, w, c) != (d.image_size, d.image_size, d.channels):
+    problems.append(f"config.data.image_size={d.image_size}, data.channels={d.channels} but "
+                    f"dataset {d.name!r} holds {h}x{w}x{c} images: set data.image_size={h}, "
+                    f"data.channels={c}")
+  if num_classes != d.num_classes:
+    problems.append(f"config.data.num_classes={d.num_classes} but dataset {d.name!r} has "
+                    f"{num_classes}: set data.num_classes={num_classes}")
+  if problems:
+    raise ConfigError(problems)

@@ -5,7 +5,8 @@ resumes from the workdir's latest checkpoint. `train_step` is the pure update th
 `make_train_step` jits (state donated).
 """
 from skipdit_jax.train.checkpoint import Checkpointer, save_config
-from skipdit_jax.train.loop import abstract_state, build_diffusion, build_model, init_state, train
+from skipdit_jax.train.build import build_diffusion, build_model
+from skipdit_jax.train.loop import abstract_state, init_state, train
 from skipdit_jax.train.optim import lr_schedule, make_optimizer
 from skipdit_jax.train.state import TrainState
 from skipdit_jax.train.step import ema_decay_at, ema_update, make_train_step, train_step

@@ -17,8 +17,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from skipdit_jax import config_check, data, diffusion as dfn, models, parallel
+from skipdit_jax import data, models, parallel
 from skipdit_jax.train import checkpoint, optim, perf, warm_start, writers
+from skipdit_jax.train.build import build_diffusion, build_model, check_workdir
 from skipdit_jax.train.guard import GuardedStep
 from skipdit_jax.train.preemption import PreemptionWatcher
 from skipdit_jax.train.state import TrainState
@@ -26,16 +27,6 @@ from skipdit_jax.train.step import train_step
 
 # on_sample(step, ema_params) -> a uint8 (H, W, C) grid for TensorBoard (or None).
 SampleHook = Callable[[int, Any], Optional[np.ndarray]]
-
-
-def build_model(config: ml_collections.ConfigDict) -> models.DiT:
-  """The DiT of `config.model.name`, with `config.model.*` and `config.data.*` overriding."""
-  return models.create(config.model.name, **config_check.model_fields(config))
-
-
-def build_diffusion(config: ml_collections.ConfigDict) -> dfn.Diffusion:
-  return dfn.Diffusion.create(dfn.betas_for(config.diffusion.schedule,
-                                            config.diffusion.num_train_steps))
 
 
 def init_state(config: ml_collections.ConfigDict, model: models.DiT, tx) -> TrainState:
@@ -110,7 +101,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   """
   tc = config.train
   images, labels, num_classes = data.load_source(config.data.name)
-  config_check.check_data_shape(config, images.shape, num_classes)
+  data.check_data_shape(config, images.shape, num_classes)
   model = build_model(config)
   diffusion = build_diffusion(config)
   tx = optim.make_optimizer(tc)
@@ -119,7 +110,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   # The mesh of config.mesh (one device: a 1x1x1 mesh, the plain path); skipdit_jax/parallel.
   abstract = abstract_state(config, model)
   run = parallel.MeshRun(config, model, abstract)
-  if config_check.check_workdir(config, workdir) and run.is_main:  # other shape: fresh start
+  if check_workdir(config, workdir) and run.is_main:  # other shape: fresh start
     checkpoint.move_aside(workdir)
   run.sync("workdir")
   ckpt = checkpoint.Checkpointer(workdir, keep=tc.get("ckpt_keep", 3),

@@ -17,8 +17,9 @@ from typing import Any
 import jax
 import ml_collections
 
-from skipdit_jax import config_check, models, paths
+from skipdit_jax import models, paths
 from skipdit_jax.train import checkpoint, optim
+from skipdit_jax.train.build import build_model
 from skipdit_jax.train.state import TrainState
 
 OFFICIAL_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
@@ -35,7 +36,7 @@ def _workdir_state_dict(workdir: str) -> dict:
   """The latest checkpoint's params of `workdir`, as an official-named state_dict."""
   saved = ml_collections.ConfigDict(json.loads(
       (paths.resolve(workdir) / checkpoint.CONFIG_JSON).read_text()))
-  model = models.create(saved.model.name, **config_check.model_fields(saved))
+  model = build_model(saved)
   tx = optim.make_optimizer(saved.train)
   key = jax.random.PRNGKey(0)
   target = jax.eval_shape(lambda: TrainState.create(models.init_params(model, key), tx, key))

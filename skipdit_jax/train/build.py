@@ -1,0 +1,83 @@
+"""Config -> the objects a run is made of: the model's fields, the model, the diffusion,
+and the check that a workdir's saved config trained a model of the same shape."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ml_collections
+
+from skipdit_jax import diffusion as dfn, models, paths
+from skipdit_jax.errors import ConfigError
+from skipdit_jax.train.checkpoint import CONFIG_JSON
+
+# DiT fields that change the parameter tree; a checkpoint of one shape cannot seed another.
+SHAPE_FIELDS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth",
+                "num_heads", "mlp_ratio", "num_classes", "learn_sigma", "long_skip",
+                "scan_blocks")
+_MODEL_OVERRIDES = ("long_skip", "depth", "hidden_size", "num_heads", "patch_size",
+                    "mlp_ratio", "learn_sigma", "class_dropout_prob", "dtype", "scan_blocks",
+                    "remat")
+
+
+def _get(config: Any, path: str, default: Any = None) -> Any:
+  node = config
+  for key in path.split("."):
+    if node is None or key not in node:
+      return default
+    node = node[key]
+  return node
+
+
+def model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The DiT fields a config asks for: the registry name, then `model.*` overrides."""
+  long_skip, size, patch = models.parse_name(config.model.name)
+  depth, width, heads = models.SIZES[size]
+  fields = dict(input_size=_get(config, "data.image_size"),
+                in_channels=_get(config, "data.channels"),
+                num_classes=_get(config, "data.num_classes"), patch_size=patch, depth=depth,
+                hidden_size=width, num_heads=heads, long_skip=long_skip)
+  for key in _MODEL_OVERRIDES:
+    value = _get(config, f"model.{key}")
+    if value is not None:
+      fields[key] = value
+  return fields
+
+
+def build_model(config: ml_collections.ConfigDict) -> models.DiT:
+  """The DiT of `config.model.name`, with `config.model.*` and `config.data.*` overriding."""
+  return models.create(config.model.name, **model_fields(config))
+
+
+def build_diffusion(config: ml_collections.ConfigDict) -> dfn.Diffusion:
+  return dfn.Diffusion.create(dfn.betas_for(config.diffusion.schedule,
+                                            config.diffusion.num_train_steps))
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> bool:
+  """Refuses a workdir whose saved config trained a model of another shape.
+
+  Returns True when the shape differs and `config.train.allow_new_model=True` accepts
+  it: the caller then moves the old checkpoints aside and starts fresh.
+  """
+  if not workdir:
+    return False
+  path = paths.resolve(workdir) / CONFIG_JSON
+  if not path.exists():
+    return False
+  try:
+    saved = ml_collections.ConfigDict(json.loads(path.read_text()))
+    old = model_fields(saved)
+  except (OSError, ValueError, KeyError, AttributeError) as e:
+    raise ConfigError([f"workdir {workdir!r}: cannot read its saved config {path} ({e}); "
+                       f"use a new --workdir or remove the file"]) from e
+  new = model_fields(config)
+  diff = [f"{k}: saved {old.get(k)!r} -> new {new.get(k)!r}" for k in SHAPE_FIELDS
+          if old.get(k) != new.get(k)]
+  if diff and not _get(config, "train.allow_new_model", False):
+    raise ConfigError([
+        f"workdir {workdir!r} holds a model of another shape ({'; '.join(diff)}); resuming "
+        f"would train the wrong model. Use a new --workdir, restore the old model fields, "
+        f"or pass --config.train.allow_new_model=True to move the old checkpoints aside "
+        f"and start fresh"])
+  return bool(diff)
