@@ -62,7 +62,7 @@ def _generate(model, params, diffusion, labels, seed: int, batch: int, **kw):
   import jax
   import numpy as np
   from skipdit_jax import parallel
-  from skipdit_jax.parallel import training as sharded
+  from skipdit_jax.sampling import sharded
   from skipdit_jax.sampling import generate
   mesh = parallel.params_mesh(params)
   if mesh is not None:

@@ -137,12 +137,13 @@ def run_sampler(mesh, model, params, *, policy: str = "skip_cache",
                 preset: str = "fsdp_tensor"):
   """A 6-step DDIM run with CFG and the Skip-Cache (full and cached steps) on `mesh`."""
   from skipdit_jax import sampling
+  from skipdit_jax.sampling import sharded
   diffusion = dfn.Diffusion.create(dfn.betas_for("linear", 1000))
   spaced, plan = sampling.plan_for(model, diffusion, 6, policy=policy, interval=2, k=1)
   solver = sampling.SolverConfig(sampler="ddim", cfg_scale=1.5)
   base = sampling.Sampler(model, spaced, plan, solver)
   sh = parallel.param_shardings(model, mesh, parallel.axis_rules({"preset": preset}))
-  smp = parallel.ShardedSampler(base, mesh, sh)
+  smp = sharded.ShardedSampler(base, mesh, sh)
   rng = np.random.default_rng(1)
   x = rng.standard_normal((8, 4, 4, 2)).astype(np.float32)
   y = np.arange(8, dtype=np.int32) % 10

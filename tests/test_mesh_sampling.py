@@ -19,7 +19,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from skipdit_jax import diffusion as dfn
 from skipdit_jax import parallel, sampling
-from skipdit_jax.parallel.jitting import cache_batch_axes
+from skipdit_jax.sampling import sharded
+from skipdit_jax.sampling.sharded import cache_batch_axes
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import parallel_common as pc  # noqa: E402
@@ -153,7 +154,7 @@ def test_second_call_compiles_nothing_and_matches_single_device(model_params, po
   second call compiles nothing, so main's `sample*_steady_s` times sampling alone. The
   memoised sampler's cache is split along its batch axis and donated by the full step."""
   from skipdit_jax import main
-  from skipdit_jax.parallel.training import sharded_sampler
+  from skipdit_jax.sampling.sharded import sharded_sampler
   model, host_params = model_params
   mesh = parallel.make_mesh((2, 4, 1))
   params, sh = _placed(model, host_params, mesh)
@@ -190,7 +191,7 @@ def test_cache_split_along_batch_when_batch_equals_another_axis(model_params, ca
   mesh = parallel.make_mesh((2, 1, 1), jax.devices()[:2])
   params, sh = _placed(model, host_params, mesh)
   x, y = _inputs(model, n)
-  smp = parallel.ShardedSampler(_sampler(model, policy, order, cfg), mesh,
+  smp = sharded.ShardedSampler(_sampler(model, policy, order, cfg), mesh,
                                 sh).for_batch(params, x, y)
   with warnings.catch_warnings():
     warnings.filterwarnings("error", message=".*[Dd]onated")
