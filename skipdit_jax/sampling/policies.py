@@ -158,7 +158,8 @@ class Fora(NoCache):
   """FORA: reuse every block's attention and MLP outputs (before their gates);
   a cached step recomputes only the adaLN modulations, gates, residual adds (and
   the skip fusions of a Skip-DiT). Branch outputs are captured and replaced by
-  intercepting the blocks' `attn_branch` / `mlp_branch`, so the model code runs as is."""
+  intercepting the blocks' `attn_branch` / `mlp_branch`, so the model code runs as is
+  (on a scanned or rematerialised model, with its blocks unrolled: `_per_block_call`)."""
   depth: int = 0
   name = "fora"
 
