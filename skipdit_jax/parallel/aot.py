@@ -155,13 +155,15 @@ def compile_sampler_steps(config: Any, mesh: Mesh, rules: Rules) -> dict[str, An
   `mesh`. Returns {"full": (compiled, global XLA FLOPs, blocks run), "cached:<variant>":
   ...}.
 
-  Caches read per-block values, so the sampler runs the unrolled block layout even when
-  training scans (`models.scan.unstack_params` maps the weights). With no cache policy
-  configured, a Skip-DiT's cached step is planned with Skip-Cache (`sample.cache.k`).
+  The model is the one `--mode=sample` builds (scanned and rematerialised as configured;
+  every cache policy runs on it), so the memory figures are those of the real programs.
+  The FLOPs come from the same steps lowered with the blocks unrolled (XLA counts a
+  `lax.scan` body once). With no cache policy configured, a Skip-DiT's cached step is
+  planned with Skip-Cache (`sample.cache.k`).
   """
   from skipdit_jax import sampling, train
   from skipdit_jax.sampling.steps import cached_step_fn, full_step_fn
-  model = train.build_model(config).clone(scan_blocks=False)
+  model = train.build_model(config)
   opts = sampling.options_from_config(config.sample)
   if opts.get("policy", "none") == "none" and model.long_skip:
     opts.update(policy="skip_cache", interval=max(2, opts.get("interval", 1)))
@@ -188,15 +190,39 @@ def compile_sampler_steps(config: Any, mesh: Mesh, rules: Rules) -> dict[str, An
   aux = jax.ShapeDtypeStruct(np.shape(smp.aux), smp.aux.dtype, sharding=rep)
   full_kw, cached_kw = sampler_step_jit_kwargs(mesh, psh, cache_sh)  # as ShardedSampler
   full = jax.jit(full_step_fn(model, spaced, solver, smp.policy), **full_kw)
+  flops = _unrolled_step_flops(model, spaced, solver, smp, params, (x, i, y, rng, cache, aux))
   lowered = full.lower(params, x, i, y, rng, cache)
-  out = {"full": (lowered.compile(), lowered_flops(lowered), model.depth)}
+  out = {"full": (lowered.compile(), flops["full"], model.depth)}
   for v in plan.variants:
     fn = jax.jit(cached_step_fn(model, spaced, solver, smp.policy, v), **cached_kw)
     blocks = 2 * plan.k if plan.policy.startswith("skip_cache") else None
     lowered = fn.lower(params, x, i, y, rng, cache, aux)
-    out[f"cached:{v}"] = (lowered.compile(), lowered_flops(lowered), blocks)
+    out[f"cached:{v}"] = (lowered.compile(), flops[v], blocks)
   out["_plan"] = plan
   out["_model"] = model
+  return out
+
+
+def _unrolled_step_flops(model: Any, spaced: Any, solver: Any, smp: Any, params: Any,
+                        args: tuple) -> dict[str, float | None]:
+  """XLA's global FLOPs of the sampler's full and cached steps, blocks unrolled.
+
+  `params` are the (abstract) parameters of `model`; `args` = (x, i, y, rng, cache, aux).
+  A scanned model's steps are lowered as the unrolled model on unstacked parameters,
+  which computes the same thing (tests/test_scan_cache.py) with every block counted.
+  """
+  from skipdit_jax.models import scan
+  from skipdit_jax.sampling.steps import cached_step_fn, full_step_fn
+  if model.scan_blocks:
+    model = model.clone(scan_blocks=False)
+    params = jax.eval_shape(scan.unstack_params, params)
+  strip = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), t)
+  params, (x, i, y, rng, cache, aux) = strip(params), strip(args)
+  out = {"full": lowered_flops(jax.jit(full_step_fn(model, spaced, solver, smp.policy))
+                               .lower(params, x, i, y, rng, cache))}
+  for v in smp.plan.variants:
+    fn = jax.jit(cached_step_fn(model, spaced, solver, smp.policy, v))
+    out[v] = lowered_flops(fn.lower(params, x, i, y, rng, cache, aux))
   return out
 
 
@@ -254,6 +280,7 @@ def plan_compile(config: Any, devices: list | None = None) -> dict[str, Any]:
   steps = compile_sampler_steps(config, mesh, rules)
   plan, smodel = steps.pop("_plan"), steps.pop("_model")
   result["sampler"] = {"policy": plan.policy, "batch": config.sample.batch_size,
+                       "scan_blocks": bool(smodel.scan_blocks), "remat": smodel.remat,
                        "cfg_scale": config.sample.cfg_scale,
                        "compile_s": round(time.perf_counter() - t0, 1)}
   guided = 2 if float(config.sample.cfg_scale) != 1.0 else 1

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from skipdit_jax.models import scan
+
 POLICIES = ("none", "skip_cache", "deep_cache", "fora", "delta_dit", "skip_cache_forecast")
 
 
@@ -156,7 +158,8 @@ class Fora(NoCache):
   """FORA: reuse every block's attention and MLP outputs (before their gates);
   a cached step recomputes only the adaLN modulations, gates, residual adds (and
   the skip fusions of a Skip-DiT). Branch outputs are captured and replaced by
-  intercepting the blocks' `attn_branch` / `mlp_branch`, so the model code runs as is."""
+  intercepting the blocks' `attn_branch` / `mlp_branch`, so the model code runs as is
+  (on a scanned or rematerialised model, with its blocks unrolled: `_per_block_call`)."""
   depth: int = 0
   name = "fora"
 
@@ -171,7 +174,7 @@ class Fora(NoCache):
       return out
 
     with nn.intercept_methods(record):
-      out = mod(x, t, y, force_drop_ids=drop)
+      out = _per_block_call(mod, x, t, y, drop)
     stack = lambda kind: jnp.stack([seen[(kind, b)] for b in range(self.depth)])
     return out, (stack("attn_branch"), stack("mlp_branch"))
 
@@ -185,8 +188,26 @@ class Fora(NoCache):
         return next_fun(*args, **kwargs)
 
       with nn.intercept_methods(replay):
-        return mod(x, t, y, force_drop_ids=drop)
+        return _per_block_call(mod, x, t, y, drop)
     return cached
+
+
+def _per_block_call(mod, x, t, y, drop):
+  """`mod(x, t, y)` with the blocks run one by one as `blocks_{i}` and no remat.
+
+  FORA reads and replaces values inside each block; inside a `lax.scan` body or a
+  `jax.checkpoint` trace those are tracers of that inner trace and cannot leave it
+  (UnexpectedTracerError). Without a gradient remat changes nothing, and the stacked
+  weights unstack inside the step (static slices), so this is the same model on the same
+  parameters, and the arguments keep the training layout.
+  """
+  if not (getattr(mod, "scan_blocks", False) or getattr(mod, "remat", "none") != "none"):
+    return mod(x, t, y, force_drop_ids=drop)
+  params = mod.variables["params"]
+  if mod.scan_blocks:
+    params = scan.unstack_params(params)
+  plain = mod.clone(parent=None, scan_blocks=False, remat="none")
+  return plain.apply({"params": params}, x, t, y, force_drop_ids=drop)
 
 
 @dataclasses.dataclass(frozen=True)

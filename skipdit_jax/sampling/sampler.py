@@ -43,10 +43,6 @@ class Sampler:
     if plan.depth != model.depth:
       raise ValueError(f"the plan was built for depth {plan.depth}, the model has "
                        f"model.depth={model.depth}.")
-    if getattr(model, "scan_blocks", False) and plan.policy != "none":
-      # Caches read and replace per-block values; a scanned block stack hides them.
-      raise ValueError(f"sample.cache.policy={plan.policy!r} needs model.scan_blocks=False "
-                       "(the cache seam is the per-block forward).")
     self.model, self.diffusion, self.plan, self.solver = model, diffusion, plan, solver
     self.policy = policies.for_plan(plan)
     self.full_step = make_full_step(model, diffusion, solver, self.policy)
