@@ -200,10 +200,10 @@ def main(argv) -> None:
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  if FLAGS.mode == "compile":  # shapes only: no data, no workdir (skipdit_jax/parallel/aot.py)
-    from skipdit_jax.parallel import aot
+  if FLAGS.mode == "compile":  # shapes only: no data, no workdir (skipdit_jax/compile_plan.py)
+    from skipdit_jax import compile_plan
     try:
-      aot.main(config)
+      compile_plan.main(config)
     except ConfigError as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)

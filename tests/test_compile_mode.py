@@ -1,4 +1,4 @@
-"""`--mode=compile` (skipdit_jax/parallel/aot.py) on 8 fake CPU devices, through the CLI.
+"""`--mode=compile` (skipdit_jax/compile_plan.py) on 8 fake CPU devices, through the CLI.
 
 A small Skip-DiT (width 256, so matmuls dominate the step as they do at XL/2) is planned
 under pure data parallelism and under fsdp=8, each in a child process with XLA_FLAGS set.

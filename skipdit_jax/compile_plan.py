@@ -23,11 +23,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from skipdit_jax import models, sampling, train
+from skipdit_jax.config_check import check_config
+from skipdit_jax.models import scan
 from skipdit_jax.parallel.batch import batch_sharding, replicated
-from skipdit_jax.parallel.jitting import (cache_shardings, sampler_step_jit_kwargs,
-                                          step_jit_kwargs)
-from skipdit_jax.parallel.mesh import batch_ways, make_mesh
+from skipdit_jax.parallel.distributed import maybe_initialize_distributed
+from skipdit_jax.parallel.jitting import step_jit_kwargs
+from skipdit_jax.parallel.mesh import make_mesh
 from skipdit_jax.parallel.rules import Rules, axis_rules, param_shardings, state_shardings
+from skipdit_jax.sampling.sharded import ShardedSampler, cache_shardings
+from skipdit_jax.sampling.steps import cached_step_fn, full_step_fn
+from skipdit_jax.train.guard import GuardState, guard_step
+from skipdit_jax.train.perf import compiled_flops
 
 
 def _abstract(tree: Any, shardings: Any) -> Any:
@@ -81,21 +88,8 @@ def memory_figures(compiled: Any) -> dict[str, int | None]:
   return out
 
 
-def compiled_flops(compiled: Any) -> float | None:
-  try:
-    cost = compiled.cost_analysis()
-  except Exception:
-    return None
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  flops = (cost or {}).get("flops")
-  return float(flops) if flops and flops > 0 else None
-
-
 def _train_program(config: Any, model: Any) -> tuple[Callable, Any, Any]:
   """The loop's guarded step `(state, guard, x, y)` for `model` and abstract state/guard."""
-  from skipdit_jax import train
-  from skipdit_jax.train.guard import GuardState, guard_step
   tc = config.train
   diffusion, tx, schedule = (train.build_diffusion(config), train.make_optimizer(tc),
                              train.lr_schedule(tc))
@@ -116,7 +110,6 @@ def _batch_shapes(config: Any, n: int, sharding: Any = None) -> tuple[Any, Any]:
 
 def compile_train_step(config: Any, mesh: Mesh, rules: Rules) -> tuple[Any, Any]:
   """The loop's (guarded) train step, compiled for `mesh`. Returns (compiled, model)."""
-  from skipdit_jax import train
   model = train.build_model(config)
   step, state, guard = _train_program(config, model)
   state_sh = state_shardings(state, param_shardings(model, mesh, rules), mesh)
@@ -134,20 +127,10 @@ def global_train_flops(config: Any) -> float | None:
   update under pure data parallelism) counts once; the blocks are unrolled because XLA's
   analysis counts a `lax.scan` body once, not once per block.
   """
-  from skipdit_jax import train
   model = train.build_model(config).clone(scan_blocks=False)
   step, state, guard = _train_program(config, model)
   lowered = jax.jit(step).lower(state, guard, *_batch_shapes(config, config.train.batch_size))
-  return lowered_flops(lowered)
-
-
-def lowered_flops(lowered: Any) -> float | None:
-  try:
-    cost = lowered.cost_analysis()
-  except Exception:
-    return None
-  flops = (cost or {}).get("flops")
-  return float(flops) if flops and flops > 0 else None
+  return compiled_flops(lowered)
 
 
 def compile_sampler_steps(config: Any, mesh: Mesh, rules: Rules) -> dict[str, Any]:
@@ -161,8 +144,6 @@ def compile_sampler_steps(config: Any, mesh: Mesh, rules: Rules) -> dict[str, An
   `lax.scan` body once). With no cache policy configured, a Skip-DiT's cached step is
   planned with Skip-Cache (`sample.cache.k`).
   """
-  from skipdit_jax import sampling, train
-  from skipdit_jax.sampling.steps import cached_step_fn, full_step_fn
   model = train.build_model(config)
   opts = sampling.options_from_config(config.sample)
   if opts.get("policy", "none") == "none" and model.long_skip:
@@ -174,29 +155,24 @@ def compile_sampler_steps(config: Any, mesh: Mesh, rules: Rules) -> dict[str, An
                                  clip_denoised=opts.get("clip_denoised", False))
   smp = sampling.Sampler(model, spaced, plan, solver)
   n, s, c = config.sample.batch_size, config.data.image_size, config.data.channels
-  if n % batch_ways(mesh):
-    raise ValueError(f"config.sample.batch_size={n} is not divisible by mesh.data x "
-                     f"mesh.fsdp = {batch_ways(mesh)}")
   psh = param_shardings(model, mesh, rules)
   params = _abstract(jax.eval_shape(lambda r: _init(model, r), jax.random.key(0)), psh)
   rep, bat = replicated(mesh), batch_sharding(mesh)
   x = jax.ShapeDtypeStruct((n, s, s, c), jnp.float32, sharding=bat)
   y = jax.ShapeDtypeStruct((n,), jnp.int32, sharding=bat)
-  cache_shapes = jax.eval_shape(lambda p: smp.empty_cache(p, x, y), params)
-  cache_sh = cache_shardings(smp, params, x, y, mesh)
-  cache = _abstract(cache_shapes, cache_sh)
+  # The very steps `--mode=sample` runs on a mesh: ShardedSampler's, for these shapes.
+  run = ShardedSampler(smp, mesh, psh).for_batch(params, x, y)
+  cache = _abstract(jax.eval_shape(lambda p: smp.empty_cache(p, x, y), params),
+                    cache_shardings(smp, params, x, y, mesh))
   i = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
   rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep)
   aux = jax.ShapeDtypeStruct(np.shape(smp.aux), smp.aux.dtype, sharding=rep)
-  full_kw, cached_kw = sampler_step_jit_kwargs(mesh, psh, cache_sh)  # as ShardedSampler
-  full = jax.jit(full_step_fn(model, spaced, solver, smp.policy), **full_kw)
   flops = _unrolled_step_flops(model, spaced, solver, smp, params, (x, i, y, rng, cache, aux))
-  lowered = full.lower(params, x, i, y, rng, cache)
+  lowered = run.loop_full_step.lower(params, x, i, y, rng, cache)
   out = {"full": (lowered.compile(), flops["full"], model.depth)}
   for v in plan.variants:
-    fn = jax.jit(cached_step_fn(model, spaced, solver, smp.policy, v), **cached_kw)
     blocks = 2 * plan.k if plan.policy.startswith("skip_cache") else None
-    lowered = fn.lower(params, x, i, y, rng, cache, aux)
+    lowered = run.loop_cached_steps[v].lower(params, x, i, y, rng, cache, aux)
     out[f"cached:{v}"] = (lowered.compile(), flops[v], blocks)
   out["_plan"] = plan
   out["_model"] = model
@@ -211,23 +187,20 @@ def _unrolled_step_flops(model: Any, spaced: Any, solver: Any, smp: Any, params:
   A scanned model's steps are lowered as the unrolled model on unstacked parameters,
   which computes the same thing (tests/test_scan_cache.py) with every block counted.
   """
-  from skipdit_jax.models import scan
-  from skipdit_jax.sampling.steps import cached_step_fn, full_step_fn
   if model.scan_blocks:
     model = model.clone(scan_blocks=False)
     params = jax.eval_shape(scan.unstack_params, params)
   strip = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), t)
   params, (x, i, y, rng, cache, aux) = strip(params), strip(args)
-  out = {"full": lowered_flops(jax.jit(full_step_fn(model, spaced, solver, smp.policy))
+  out = {"full": compiled_flops(jax.jit(full_step_fn(model, spaced, solver, smp.policy))
                                .lower(params, x, i, y, rng, cache))}
   for v in smp.plan.variants:
     fn = jax.jit(cached_step_fn(model, spaced, solver, smp.policy, v))
-    out[v] = lowered_flops(fn.lower(params, x, i, y, rng, cache, aux))
+    out[v] = compiled_flops(fn.lower(params, x, i, y, rng, cache, aux))
   return out
 
 
 def _init(model: Any, rng: jax.Array) -> Any:
-  from skipdit_jax import models
   return models.init_params(model, rng)
 
 
@@ -246,7 +219,6 @@ def plan_compile(config: Any, devices: list | None = None) -> dict[str, Any]:
   x devices it exceeds `flops` by the work the mesh replicates (`replicated_work`), but
   counts a scanned stack of blocks once (`compiled_counts_scan_once`).
   """
-  from skipdit_jax import models
   mesh = make_mesh(config.mesh, devices)
   rules = axis_rules(config.mesh)
   n_dev = mesh.devices.size
@@ -340,8 +312,6 @@ def print_report(r: dict[str, Any]) -> None:
 
 def main(config: Any) -> dict[str, Any]:
   """The `--mode=compile` entry point: validate, compile, print, JSON last line."""
-  from skipdit_jax.config_check import check_config
-  from skipdit_jax.parallel.distributed import maybe_initialize_distributed
   maybe_initialize_distributed(config)
   check_config(config)
   result = plan_compile(config)
