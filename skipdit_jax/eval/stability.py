@@ -44,29 +44,26 @@ def feature_policy(model: Any) -> str:
 
 def record_trajectory(sampler: Any, params: Any, x: jax.Array, y: jax.Array,
                       rng: jax.Array) -> dict[str, list]:
-  """Walks `sampler.plan` exactly as `Sampler.sample` does, recording per step the input
-  x_t and the deep feature the step used (fresh at full steps, from the cache at cached
+  """Walks `sampler.plan` with `Sampler.walk` (as sampling does), recording per step the
+  input x_t and the deep feature the step used (fresh at full steps, from the cache at cached
   steps; None for policies without one). Returns {"x": [...], "feature": [...], "final"}.
   """
   policy = sampler.policy
   has_feature = hasattr(policy, "feature")
-  cache = sampler.empty_cache(params, x, y)
   xs, feats = [], []
-  for j, action in enumerate(sampler.plan.actions):
-    i = sampler.indices[j]
+
+  def before(j, action, i, x, cache):
     xs.append(np.asarray(x))
-    if action == FULL:
-      x, cache = sampler.full_step(params, x, i, y, rng, cache)
-      # The forecaster keeps a history, most recent first; the others keep the feature.
+    if action != FULL:  # the feature this cached step reads
+      feats.append(np.asarray(policy.feature(cache, i, sampler.aux)) if has_feature else None)
+
+  def after(j, action, i, x, cache):
+    if action == FULL:  # the feature this full step stored (the forecaster: a history)
       fresh = cache[0] if policy.name == "skip_cache_forecast" else cache
       feats.append(np.asarray(fresh) if has_feature else None)
-    else:
-      if has_feature:
-        feats.append(np.asarray(policy.feature(cache, i, sampler.aux)))
-      else:
-        feats.append(None)
-      x = sampler.cached_steps[action](params, x, i, y, rng, cache, sampler.aux)
-  return {"x": xs, "feature": feats, "final": np.asarray(x)}
+
+  final = sampler.walk(params, x, y, rng, donate=False, before=before, after=after)
+  return {"x": xs, "feature": feats, "final": np.asarray(final)}
 
 
 def step_similarity(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,

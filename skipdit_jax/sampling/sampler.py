@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import functools
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,10 @@ from skipdit_jax.sampling.cache_plan import FULL, CachePlan
 from skipdit_jax.sampling.steps import (SolverConfig, cached_step_fn, check_model,
                                         full_step_fn, make_cached_step, make_full_step,
                                         model_inputs)
+
+
+# A plan-walk hook: (execution step j, action, respaced index i, x, cache) -> None.
+StepHook = Callable[[int, str, jax.Array, jax.Array, Any], None]
 
 
 class Sampler:
@@ -72,17 +76,39 @@ class Sampler:
       self._cache_shapes[key] = jax.jit(lambda: self.policy.empty(shapes))
     return self._cache_shapes[key]()
 
-  def sample(self, params, x: jax.Array, y: jax.Array, rng: jax.Array) -> jax.Array:
-    """x: (N, H, W, C) noise x_T; y: (N,) labels; rng: key for DDPM / η > 0 noise."""
+  def walk(self, params, x: jax.Array, y: jax.Array, rng: jax.Array, *,
+           donate: bool = True, before: Optional[StepHook] = None,
+           after: Optional[StepHook] = None) -> jax.Array:
+    """The one walk of the plan (sampling, the fidelity trace and the stability analyses
+    all run it): returns x_0 (N, H, W, C) for noise x (N, H, W, C), labels y (N,).
+
+    `before(j, action, i, x, cache)` is called before step j with its inputs, `after(...)`
+    after it with its outputs (i: the respaced index as a device scalar). With `donate`
+    the steps reuse x's and the cache's buffers (x is copied first, so the caller's
+    array survives); hooks that keep x or the cache past the step walk with
+    `donate=False`.
+    """
     cache = self.empty_cache(params, x, y)
-    x = _own_copy(x)  # the steps donate x; the caller's array must survive
+    if donate:
+      x = _own_copy(x)
+      full, cached = self.loop_full_step, self.loop_cached_steps
+    else:
+      full, cached = self.full_step, self.cached_steps
     for j, action in enumerate(self.plan.actions):
       i = self.indices[j]
-      if action == FULL:  # donates x and the cache: both are replaced by its outputs
-        x, cache = self.loop_full_step(params, x, i, y, rng, cache)
-      else:  # donates x only; later cached steps read the same cache
-        x = self.loop_cached_steps[action](params, x, i, y, rng, cache, self.aux)
+      if before is not None:
+        before(j, action, i, x, cache)
+      if action == FULL:  # a donating full step replaces x and the cache
+        x, cache = full(params, x, i, y, rng, cache)
+      else:  # later cached steps read the same cache
+        x = cached[action](params, x, i, y, rng, cache, self.aux)
+      if after is not None:
+        after(j, action, i, x, cache)
     return x
+
+  def sample(self, params, x: jax.Array, y: jax.Array, rng: jax.Array) -> jax.Array:
+    """x: (N, H, W, C) noise x_T; y: (N,) labels; rng: key for DDPM / η > 0 noise."""
+    return self.walk(params, x, y, rng)
 
   def sample_fused(self, params, x: jax.Array, y: jax.Array, rng: jax.Array) -> jax.Array:
     """As `sample`, but each run of identical plan segments (a full step and the cached

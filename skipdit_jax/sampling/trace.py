@@ -1,6 +1,6 @@
 """Per-step fidelity of a cached sampler: what each cached step used vs the truth.
 
-Walks a `Sampler`'s plan like `Sampler.sample` (the trajectory follows the cached
+Walks a `Sampler`'s plan with `Sampler.walk` (the trajectory follows the cached
 steps), and at every cached step also runs the full model at the same (x, t) to
 compare (a) the model output and (b) for the deep-feature policies, the deep feature
 the cached step used (stored or forecast) against the true one: the feature-similarity
@@ -58,19 +58,17 @@ def fidelity_trace(sampler: Any, params, x: jax.Array, y: jax.Array,
   `t` timesteps, `cached` bools, `cos_out` and `cos_feature` (NaN at full steps, and
   for policies without a deep feature)."""
   plan = sampler.plan
-  cache = sampler.empty_cache(params, x, y)
   cos_out, cos_feat = [], []
-  for j, action in enumerate(plan.actions):
-    i = sampler.indices[j]
+
+  def probe(j, action, i, x, cache):
     if action == FULL:
-      x, cache = sampler.full_step(params, x, i, y, rng, cache)
       cos_out.append(jnp.float32(jnp.nan))
       cos_feat.append(jnp.float32(jnp.nan))
     else:
       co, cf = _probe(sampler, action)(params, x, i, y, cache, sampler.aux)
       cos_out.append(co)
       cos_feat.append(cf)
-      x = sampler.cached_steps[action](params, x, i, y, rng, cache, sampler.aux)
+  x = sampler.walk(params, x, y, rng, donate=False, before=probe)
   return {"x": np.asarray(x), "t": np.asarray(plan.timesteps),
           "cached": np.array([a != FULL for a in plan.actions]),
           "cos_out": np.asarray(jnp.stack(cos_out)),
