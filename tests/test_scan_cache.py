@@ -24,8 +24,11 @@ STEPS = 6
 SPACED = D.respace(BASE, STEPS)
 # DDPM with guidance: per-step noise and the doubled batch both go through the cache.
 SOLVER = SolverConfig(sampler="ddpm", cfg_scale=2.0)
-CASES = [(True, p) for p in ("none", "skip_cache", "skip_cache_forecast", "fora",
-                             "delta_dit")] + [(False, "deep_cache"), (False, "fora")]
+FAST = {(True, "skip_cache"), (True, "fora")}  # the flagship and the per-block path
+CASES = [pytest.param(ls, p, marks=() if (ls, p) in FAST else pytest.mark.slow)
+         for ls, p in [(True, p) for p in ("none", "skip_cache", "skip_cache_forecast",
+                                           "fora", "delta_dit")]
+         + [(False, "deep_cache"), (False, "fora")]]
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +86,7 @@ def test_fora_and_forecast_under_every_remat(policy, remat, scan_blocks, models_
   _close(out, ref)
 
 
+@pytest.mark.slow
 def test_fidelity_trace_on_a_scanned_model(models_):
   model, params = models_[True]
   plan = sampling.make_plan(model, SPACED, "skip_cache_forecast", interval=2, k=1)
