@@ -244,7 +244,7 @@ def test_deep_block_without_skip_raises():
   params = random_params(model)
   x, t, y = inputs(model)
   h, c = apply(model, params, x, t, y, method="embed")
-  with pytest.raises(ValueError, match="stack is empty"):
+  with pytest.raises(ValueError, match="need 3 skips but the stack holds 0"):
     apply(model, params, h, c, (), model.depth // 2, model.depth, method="run_blocks")
 
 

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from skipdit_jax.models import scan
+from skipdit_jax.models import scan, skip_pairs
 from skipdit_jax.models.blocks import DiTBlock, FinalLayer, SkipFusion
 from skipdit_jax.models.layers import LabelEmbedder, TimestepEmbedder, dense, sincos_2d
 
@@ -95,17 +95,15 @@ class DiT(nn.Module):
     """Blocks start..stop-1. Shallow blocks push their output; deep blocks pop and fuse."""
     if self.scan_blocks:
       return self.block_stack(h, c, skips, start, stop)
-    half = self.depth // 2
-    for i in range(start, stop):
-      if self.long_skip and i >= half:
-        if not skips:
-          raise ValueError(f"deep block {i} needs a skip but the stack is empty; run the "
-                           "shallow blocks it pairs with first")
-        h = self.skip_fusions[i - half](h, skips[-1])
-        skips = skips[:-1]
-      h = self.blocks[i](h, c)
-      if self.long_skip and i < half:
-        skips = skips + (h,)
+    for kind, a, b in skip_pairs.segments(self.depth, self.long_skip, start, stop):
+      popped, skips = (skip_pairs.pop(skips, a, b) if kind == skip_pairs.DEEP
+                       else ([], skips))
+      for n, i in enumerate(range(a, b)):
+        if kind == skip_pairs.DEEP:
+          h = self.skip_fusions[skip_pairs.fusion_index(i, self.depth)](h, popped[n])
+        h = self.blocks[i](h, c)
+        if kind == skip_pairs.SHALLOW:
+          skips = skips + (h,)
     return h, skips
 
   def head(self, h: jax.Array, c: jax.Array) -> jax.Array:

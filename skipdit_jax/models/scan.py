@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from skipdit_jax.models import skip_pairs
 from skipdit_jax.models.blocks import DiTBlock, SkipFusion
 
 REMAT_POLICIES: dict[str, Callable | None] = {
@@ -85,33 +86,26 @@ class BlockStack(nn.Module):
     """Same contract as `DiT.run_blocks`: blocks start..stop-1, pushing/popping skips."""
     take = lambda tree, a, b: jax.tree.map(lambda p: p[a:b], tree)
     apply_block = lambda p, x: self._block.apply({"params": p}, x, c)
-    half = self.depth // 2
-    if not self.long_skip:
-      if start < stop:
-        h, _ = self._scan(lambda x, p: (apply_block(p, x), None), h,
-                          take(self.blocks, start, stop))
-      return h, skips
-    a, b = start, min(stop, half)
-    if a < b:  # shallow: each block's output is pushed
-      def shallow(x, p):
-        x = apply_block(p, x)
-        return x, x
-      h, ys = self._scan(shallow, h, take(self.blocks, a, b))
-      skips = skips + tuple(ys[i] for i in range(b - a))
-    a, b = max(start, half), stop
-    if a < b:  # deep: block i fuses the skip of block depth-1-i, popped from the stack
-      if len(skips) < b - a:
-        raise ValueError(f"deep blocks {a}..{b - 1} need {b - a} skips but the stack holds "
-                         f"{len(skips)}; run the shallow blocks they pair with first")
-      popped = jnp.stack([skips[-1 - i] for i in range(b - a)])
-      skips = skips[:len(skips) - (b - a)]
+    for kind, a, b in skip_pairs.segments(self.depth, self.long_skip, start, stop):
+      blocks = take(self.blocks, a, b)
+      if kind == skip_pairs.PLAIN:
+        h, _ = self._scan(lambda x, p: (apply_block(p, x), None), h, blocks)
+      elif kind == skip_pairs.SHALLOW:  # each block's output is pushed
+        def shallow(x, p):
+          x = apply_block(p, x)
+          return x, x
+        h, ys = self._scan(shallow, h, blocks)
+        skips = skips + tuple(ys[i] for i in range(b - a))
+      else:  # deep: each block first fuses the skip it pairs with
+        popped, skips = skip_pairs.pop(skips, a, b)
+        fusions = take(self.fusions, skip_pairs.fusion_index(a, self.depth),
+                       skip_pairs.fusion_index(b, self.depth))
 
-      def deep(x, inp):
-        pb, pf, skip = inp
-        x = self._fusion.apply({"params": pf}, x, skip)
-        return apply_block(pb, x), None
-      h, _ = self._scan(deep, h, (take(self.blocks, a, b),
-                                  take(self.fusions, a - half, b - half), popped))
+        def deep(x, inp):
+          pb, pf, skip = inp
+          x = self._fusion.apply({"params": pf}, x, skip)
+          return apply_block(pb, x), None
+        h, _ = self._scan(deep, h, (blocks, fusions, jnp.stack(popped)))
     return h, skips
 
 
