@@ -28,6 +28,7 @@ from skipdit_jax.parallel.jitting import (cache_shardings, sampler_step_jit_kwar
                                           step_jit_kwargs)
 from skipdit_jax.parallel.mesh import batch_ways, make_mesh
 from skipdit_jax.parallel.rules import Rules, axis_rules, param_shardings, state_shardings
+from skipdit_jax.train.perf import compiled_flops
 
 
 def _abstract(tree: Any, shardings: Any) -> Any:
@@ -79,17 +80,6 @@ def memory_figures(compiled: Any) -> dict[str, int | None]:
   out["bytes_per_device"] = (sum(parts) - (out["alias_bytes"] or 0)
                              if all(p is not None for p in parts) else None)
   return out
-
-
-def compiled_flops(compiled: Any) -> float | None:
-  try:
-    cost = compiled.cost_analysis()
-  except Exception:
-    return None
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  flops = (cost or {}).get("flops")
-  return float(flops) if flops and flops > 0 else None
 
 
 def _train_program(config: Any, model: Any) -> tuple[Callable, Any, Any]:
