@@ -21,6 +21,7 @@ import numpy as np
 from skipdit_jax import diffusion as dfn
 from skipdit_jax import models, parallel
 from skipdit_jax.train import optim, step as train_step_lib
+from skipdit_jax.train.preemption import PreemptionWatcher
 from skipdit_jax.train.state import TrainState
 
 N_DEV = 8
@@ -157,6 +158,10 @@ def worker(process_id: int, port: int, mesh_shape: tuple[int, int, int]) -> None
       "enabled": True, "coordinator_address": f"localhost:{port}", "num_processes": 2,
       "process_id": process_id, "auto": False}})
   parallel.maybe_initialize_distributed(config)
+  # Under jax.distributed the watcher defers to JAX's preemption sync manager (no notice
+  # was sent, so no host may be told to stop).
+  with PreemptionWatcher() as watcher:
+    preemption = {"multihost": watcher._multihost, "stop": watcher.should_stop(0)}
   mesh = parallel.make_mesh(mesh_shape)
   losses, state = run_training(mesh)
   # Parameter checksum over the global arrays (a jitted reduction, replicated result).
@@ -164,6 +169,7 @@ def worker(process_id: int, port: int, mesh_shape: tuple[int, int, int]) -> None
                   out_shardings=parallel.replicated(mesh))(state.params)
   if parallel.is_main_process():
     print(json.dumps({"losses": losses, "param_abs_sum": float(total),
+                      "preemption": preemption,
                       "process_count": jax.process_count(),
                       "rows": parallel.process_rows(mesh, GLOBAL_BATCH)}), flush=True)
   jax.distributed.shutdown()

@@ -155,6 +155,26 @@ def test_move_aside_and_config_files_on_either_storage(workdir):
   assert (epath.Path(moved) / "9" / "state").is_dir()
 
 
+def test_an_uncommitted_step_on_a_bucket_is_never_chosen(gcs_bucket):
+  # On object storage orbax writes a step in place and `commit_success.txt` last; what a
+  # kill before that leaves must not count as a step (its `all_steps()` skips it).
+  from google.cloud import storage
+  from skipdit_jax.train.checkpoint import Checkpointer
+  workdir = gcs_bucket + "/run"
+  ck = Checkpointer(workdir, async_save=False, keep=5)
+  for step, seed in ((9, 2), (11, 3)):
+    assert ck.save(step, _state(seed)[0].replace(step=step), {"data": {"position": step}})
+  ck.close()
+  storage.Client().bucket(gcs_bucket[len("gs://"):]).blob(
+      "run/checkpoints/11/commit_success.txt").delete()
+  ck = Checkpointer(workdir, read_only=True)
+  try:
+    assert ck.complete_steps() == [9] and ck.latest_step() == 9
+    assert ck.read_meta(9)["data"]["position"] == 9
+  finally:
+    ck.close()
+
+
 @pytest.mark.slow  # ~6 process starts; minutes on a busy 2-core machine
 def test_train_kill_resume_sample_eval_on_a_bucket(gcs_bucket, tmp_path, cache):
   cwd = tmp_path / "cwd"

@@ -177,6 +177,7 @@ def test_two_processes_match_single_process(runs):
     assert p.returncode == 0, e[-3000:]
   result = json.loads(outs[0][0].strip().splitlines()[-1])
   assert result["process_count"] == 2 and result["rows"] == [0, 2]
+  assert result["preemption"] == {"multihost": True, "stop": False}
   ref_losses, ref_state = runs[(1, 1, 1)]
   np.testing.assert_allclose(result["losses"], ref_losses, rtol=1e-5)
   ref_sum = sum(float(np.abs(np.asarray(p, np.float64)).sum())

@@ -4,10 +4,11 @@ resolved config written into the workdir.
 Layout: `<workdir>/checkpoints/<step>/{state, meta}`; `meta` holds the data iterator
 position, the guard counters and the resolved config, so a rerun of the same command
 resumes exactly. Orbax writes each step into a temporary directory and renames it when
-complete (on gs://, where there are no renames, it writes `commit_success.txt` last), so
-a run killed mid-save leaves no step; on top of that a step is used only when its files
-are all there (`complete_steps`). Paths go through `skipdit_jax.paths` (etils.epath), so
-a `gs://` workdir and a local one take the same code.
+complete (on gs://, where there are no renames, it writes `commit_success.txt` last), and
+its `all_steps()` lists only such finalized steps, so a run killed mid-save leaves no step.
+Orbax does not look inside a finalized step, so a step folder with files missing (a
+partial copy) would still be listed; `complete_steps` drops those. Paths go through
+`skipdit_jax.paths` (etils.epath), so a `gs://` workdir and a local one take the same code.
 Restores compare the saved tree with the expected one first, so a checkpoint of another
 model or optimizer is refused with the parameter paths that differ, and unreadable files
 give a `CheckpointError` naming the step and the fix, not a TensorStore traceback.
@@ -30,9 +31,9 @@ from skipdit_jax.train.guard import all_finite
 CONFIG_JSON = "config.json"   # the resolved config; config_check reads it back
 CONFIG_PY = "config.py"       # the same, as a loadable ml_collections config file
 CHECKPOINTS = "checkpoints"
-# Files orbax writes last into a step; a step without them is not used.
+# Files orbax writes last into each item of a step (the step's metadata, the state's
+# tree metadata, the JSON item); a finalized step without them is a partial copy.
 _COMPLETE_MARKERS = ("_CHECKPOINT_METADATA", "state/_METADATA", "meta/metadata")
-_COMMIT_MARKER = "commit_success.txt"  # orbax's last file of a step on object storage
 _SHOWN = 8  # mismatching paths listed in an error
 
 
@@ -118,7 +119,6 @@ class Checkpointer:
     root = paths.resolve(workdir)
     self.path = root / CHECKPOINTS
     self.directory = str(self.path)
-    self._remote = paths.is_remote(root)
     # An object store has no directories: a "directory" exists when objects lie under it.
     if read_only and not root.is_dir():
       raise CheckpointError(f"workdir {workdir!r} does not exist; train first with "
@@ -138,12 +138,11 @@ class Checkpointer:
     self._all_finite = jax.jit(all_finite)
 
   def complete_steps(self) -> list[int]:
-    """Steps whose every file is in place, oldest first (temporary dirs never count)."""
+    """Finalized steps (orbax's `all_steps`) whose every item is in place, oldest first."""
     steps = []
-    markers = _COMPLETE_MARKERS + ((_COMMIT_MARKER,) if self._remote else ())
     for step in self.manager.all_steps():
       root = self.path / str(step)
-      if all((root / m).exists() for m in markers):
+      if all((root / m).exists() for m in _COMPLETE_MARKERS):
         steps.append(step)
       else:
         logging.warning("ignoring incomplete checkpoint %s", root)

@@ -1,4 +1,5 @@
-"""Throughput accounting: XLA's FLOP count of a compiled step and known device peaks."""
+"""Throughput accounting: XLA's FLOP count of a compiled program (the one counter; the
+loop and `parallel/aot.py` use it) and known device peaks."""
 from __future__ import annotations
 
 from typing import Any

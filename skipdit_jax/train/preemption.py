@@ -15,6 +15,7 @@ import types
 from typing import Iterable
 
 import jax
+from jax.experimental import multihost_utils
 
 # Exit status of a run that stopped for a preemption after saving: 128 + SIGTERM, which
 # schedulers read as "terminated" and requeue, while the checkpoint makes the rerun resume.
@@ -22,12 +23,11 @@ PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
 
 
 def _sync_manager_active() -> bool:
-  try:
-    from jax._src import distributed  # the public API has no "is initialized" query
-  except ImportError:
-    return False
-  state = distributed.global_state
-  return state.client is not None and state.preemption_sync_manager is not None
+  """True when `jax.distributed.initialize` started JAX's preemption sync manager.
+
+  `initialize` starts it exactly when the `jax_enable_preemption_service` flag is on.
+  """
+  return jax.distributed.is_initialized() and bool(jax.config.jax_enable_preemption_service)
 
 
 class PreemptionWatcher:
@@ -74,7 +74,6 @@ class PreemptionWatcher:
     protocol requires it).
     """
     if self._multihost:
-      from jax.experimental import multihost_utils
       if multihost_utils.reached_preemption_sync_point(int(step)):
         self.received = signal.SIGTERM
     return self.received is not None

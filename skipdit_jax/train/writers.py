@@ -1,18 +1,18 @@
-"""Metric writers: clu's console writer plus TensorBoard event files via tensorboardX.
+"""Metric writers: TensorBoard event files (tensorboardX) and console lines (absl INFO).
 
-clu's own TensorBoard writer needs TensorFlow; `TensorBoardXWriter` implements clu's
-`MetricWriter` interface over `tensorboardX.SummaryWriter` instead. A `gs://` logdir
+clu's writers are not used: `clu.metric_writers/__init__.py` imports its TensorFlow
+summary writer, so no module of that package (not even the `MetricWriter` interface)
+imports without TensorFlow, which this project does not install. tensorboardX already
+writes events from its own thread, so no asynchronous wrapper is needed. A `gs://` logdir
 needs no TensorFlow either: tensorboardX writes it with google-cloud-storage (each flush
 uploads the whole event file, so the object is always a complete, readable file).
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 import numpy as np
+from absl import logging
 
 from skipdit_jax import paths
 
@@ -24,103 +24,79 @@ def logdir(workdir: str) -> str:
   return str(paths.resolve(workdir) / TENSORBOARD)
 
 
-def _import_clu_writers() -> types.ModuleType:
-  """`clu.metric_writers`, importable without TensorFlow.
+def _event_writer(logdir: str):
+  import tensorboardX  # imported here so that `import skipdit_jax.train` stays light
+  if logdir.startswith("gs://"):
+    from tensorboardX import record_writer
+    if not record_writer.GCS_ENABLED:
+      raise ImportError(f"TensorBoard events under {logdir} need google-cloud-storage: "
+                        f"pip install 'skipdit-jax[gcs]'")
+  elif paths.is_remote(logdir) and not logdir.startswith("s3://"):
+    raise ValueError(f"TensorBoard events cannot be written to {logdir}: tensorboardX "
+                     f"writes local paths, gs:// and s3:// only")
+  return tensorboardX.SummaryWriter(logdir=logdir)
 
-  Its package `__init__` imports the TF summary writer, which fails without TensorFlow.
-  When TF is absent, a stand-in for that one module is registered first; its
-  `SummaryWriter` raises on use, and every other clu writer works as usual.
+
+class MetricWriter:
+  """Scalars, images (HWC or NHWC; uint8 or [0, 1] floats) and hparams to TensorBoard
+  (`logdir`; None = none) and, when `console`, one INFO line per call.
+
+  `asynchronous=False` flushes after every call, so the events are in the file when it
+  returns; otherwise tensorboardX's thread writes them (at the latest on `flush`/`close`).
   """
-  name = "clu.metric_writers.summary_writer"
-  if importlib.util.find_spec("tensorflow") is None and name not in sys.modules:
-    stub = types.ModuleType(name)
 
-    class SummaryWriter:  # pylint: disable=too-few-public-methods
-      def __init__(self, *args, **kwargs):
-        raise ImportError("clu's SummaryWriter needs TensorFlow; skipdit_jax writes "
-                          "TensorBoard events with TensorBoardXWriter instead")
-    stub.SummaryWriter = SummaryWriter
-    sys.modules[name] = stub
-  from clu import metric_writers as mw  # pylint: disable=g-import-not-at-top
-  return mw
+  def __init__(self, logdir: str | None, *, console: bool = True,
+               asynchronous: bool = True):
+    self._events = _event_writer(logdir) if logdir else None
+    self._console = console
+    self._sync = not asynchronous
 
+  def _done(self) -> None:
+    if self._sync:
+      self.flush()
 
-metric_writers = _import_clu_writers()
-interface = metric_writers.interface
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    scalars = {k: float(v) for k, v in scalars.items()}
+    if self._console:
+      line = ", ".join(f"{k}={v:.6g}" for k, v in sorted(scalars.items()))
+      logging.info("[%d] %s", step, line)
+    if self._events:
+      for key, value in scalars.items():
+        self._events.add_scalar(key, value, global_step=step)
+    self._done()
 
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+    images = {k: np.asarray(v) for k, v in images.items()}
+    if self._console:
+      logging.info("[%d] images %s", step, {k: v.shape for k, v in images.items()})
+    if self._events:
+      for key, value in images.items():
+        if value.ndim == 4:
+          self._events.add_images(key, value, global_step=step, dataformats="NHWC")
+        else:
+          self._events.add_image(key, value, global_step=step, dataformats="HWC")
+    self._done()
 
-class TensorBoardXWriter(interface.MetricWriter):
-  """Scalars, images (HWC, uint8 or [0, 1] floats), texts, histograms and hparams."""
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    if self._console:
+      logging.info("[hparams] %s", dict(hparams))
+    if self._events:
+      # tensorboardX's add_hparams opens a sub-run; a text table keeps one run per workdir.
+      rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(hparams.items()))
+      self._events.add_text("hparams", "| field | value |\n|---|---|\n" + rows, global_step=0)
+    self._done()
 
-  def __init__(self, logdir: str):
-    import tensorboardX  # imported here so that `import skipdit_jax.train` stays light
-    if logdir.startswith("gs://"):
-      from tensorboardX import record_writer
-      if not record_writer.GCS_ENABLED:
-        raise ImportError(f"TensorBoard events under {logdir} need google-cloud-storage: "
-                          f"pip install 'skipdit-jax[gcs]'")
-    elif paths.is_remote(logdir) and not logdir.startswith("s3://"):
-      raise ValueError(f"TensorBoard events cannot be written to {logdir}: tensorboardX "
-                       f"writes local paths, gs:// and s3:// only")
-    self._writer = tensorboardX.SummaryWriter(logdir=logdir)
+  def flush(self) -> None:
+    if self._events:
+      self._events.flush()
 
-  def write_summaries(self, step: int, values: Mapping[str, Any],
-                      metadata: Optional[Mapping[str, Any]] = None):
-    for key, value in values.items():
-      value = np.asarray(value)
-      if value.ndim == 0:
-        self._writer.add_scalar(key, float(value), global_step=step)
-
-  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
-    for key, value in scalars.items():
-      self._writer.add_scalar(key, float(value), global_step=step)
-
-  def write_images(self, step: int, images: Mapping[str, Any]):
-    for key, value in images.items():
-      value = np.asarray(value)
-      if value.ndim == 4:
-        self._writer.add_images(key, value, global_step=step, dataformats="NHWC")
-      else:
-        self._writer.add_image(key, value, global_step=step, dataformats="HWC")
-
-  def write_videos(self, step: int, videos: Mapping[str, Any]):
-    del step, videos  # not needed by this project
-
-  def write_audios(self, step: int, audios: Mapping[str, Any], *, sample_rate: int):
-    del step, audios, sample_rate
-
-  def write_texts(self, step: int, texts: Mapping[str, str]):
-    for key, value in texts.items():
-      self._writer.add_text(key, value, global_step=step)
-
-  def write_histograms(self, step: int, arrays: Mapping[str, Any],
-                       num_buckets: Optional[Mapping[str, int]] = None):
-    for key, value in arrays.items():
-      self._writer.add_histogram(key, np.asarray(value), global_step=step)
-
-  def write_hparams(self, hparams: Mapping[str, Any]):
-    # tensorboardX's add_hparams opens a sub-run; a text table keeps one run per workdir.
-    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(hparams.items()))
-    self._writer.add_text("hparams", "| field | value |\n|---|---|\n" + rows, global_step=0)
-
-  def flush(self):
-    self._writer.flush()
-
-  def close(self):
-    self._writer.close()
+  def close(self) -> None:
+    if self._events:
+      self._events.close()
+      self._events = None
 
 
 def create_writer(logdir: str | None, *, asynchronous: bool = True,
-                  console: bool = True) -> interface.MetricWriter:
-  """Console (absl INFO log) and TensorBoard (`logdir`; None = none) as one writer.
-
-  Asynchronous writing keeps event-file I/O off the training thread.
-  """
-  writers: list[interface.MetricWriter] = []
-  if console:
-    writers.append(metric_writers.LoggingWriter())
-  if logdir:
-    writers.append(TensorBoardXWriter(logdir))
-  if asynchronous:
-    return metric_writers.AsyncMultiWriter(writers)
-  return metric_writers.MultiWriter(writers)
+                  console: bool = True) -> MetricWriter:
+  """Console (absl INFO log) and TensorBoard (`logdir`; None = none) as one writer."""
+  return MetricWriter(logdir, console=console, asynchronous=asynchronous)
