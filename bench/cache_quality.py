@@ -102,7 +102,7 @@ def main() -> None:
       for n in intervals:
         kw = dict(base, policy=policy, interval=n, **opts)
         out = np.clip(sampling.generate(model, params, diffusion, labels, rng, **kw), -1, 1)
-        spaced, plan = sampling.plan_for(model, diffusion, **kw)
+        spaced, plan = sampling.respaced_plan(model, diffusion, **kw)
         # The same solver as `generate` used, so the trace walks the same trajectory.
         smp = sampling.get_sampler(model, spaced, plan, sampling.SolverConfig(
             sampler=base["sampler"], eta=base["eta"], cfg_scale=base["cfg_scale"],

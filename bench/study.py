@@ -169,7 +169,7 @@ def cache_sweep(name, config, model, diffusion, params, nets, refs, opts, polici
   for policy, extra, label in policies:
     for n in intervals:
       kw = dict(base, policy=policy, interval=n, **extra)
-      _, plan = sampling.plan_for(model, diffusion, **kw)
+      _, plan = sampling.respaced_plan(model, diffusion, **kw)
       # Re-time one (compiled) uncached chunk next to each cached run, so that a change
       # of machine load between rows does not masquerade as speedup.
       t0 = time.perf_counter()

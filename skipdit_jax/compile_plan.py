@@ -32,7 +32,7 @@ from skipdit_jax.parallel.jitting import step_jit_kwargs
 from skipdit_jax.parallel.mesh import make_mesh
 from skipdit_jax.parallel.rules import Rules, axis_rules, param_shardings, state_shardings
 from skipdit_jax.sampling.sharded import ShardedSampler, cache_shardings
-from skipdit_jax.sampling.steps import cached_step_fn, full_step_fn
+from skipdit_jax.sampling.step_fns import cached_step_fn, full_step_fn
 from skipdit_jax.train.guard import GuardState, guard_step
 from skipdit_jax.train.perf import compiled_flops
 
@@ -148,7 +148,7 @@ def compile_sampler_steps(config: Any, mesh: Mesh, rules: Rules) -> dict[str, An
   opts = sampling.options_from_config(config.sample)
   if opts.get("policy", "none") == "none" and model.long_skip:
     opts.update(policy="skip_cache", interval=max(2, opts.get("interval", 1)))
-  spaced, plan = sampling.plan_for(model, train.build_diffusion(config), **opts)
+  spaced, plan = sampling.respaced_plan(model, train.build_diffusion(config), **opts)
   solver = sampling.SolverConfig(sampler=opts["sampler"], eta=float(opts["eta"]),
                                  cfg_scale=float(opts["cfg_scale"]),
                                  guided_channels=opts.get("guided_channels"),

@@ -182,7 +182,7 @@ def _check_sample(config, problems: list[str]) -> None:
   if _get(config, "sample") is None:
     return
   from skipdit_jax import diffusion, models, sampling
-  from skipdit_jax.sampling.steps import SolverConfig, check_model
+  from skipdit_jax.sampling.step_fns import SolverConfig, check_model
   before = len(problems)
   _positive_ints(config, ("sample.num_steps", "sample.batch_size"), problems)
   _positive_ints(config, ("sample.num_per_class",), problems, zero_ok=True)  # 0: no samples
@@ -205,7 +205,7 @@ def _check_sample(config, problems: list[str]) -> None:
   _catch(problems, check_model, model, solver)
   cache = _get(config, "sample.cache")
   if cache is not None:  # the plan exactly as `generate` builds it from these fields
-    _catch(problems, sampling.plan_for, model, train_diffusion, steps, **dict(cache))
+    _catch(problems, sampling.respaced_plan, model, train_diffusion, steps, **dict(cache))
 
 
 def _check_mesh(config, problems: list[str], num_devices: int | None) -> None:

@@ -118,8 +118,8 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
     out[f"sample{suffix}_steady_s"] = steady_s
     out[f"samples{suffix}_file"] = stem + ".npz"
     if cached:
-      from skipdit_jax.sampling import describe, plan_for
-      _, plan = plan_for(model, diffusion, **kw)
+      from skipdit_jax.sampling import describe, respaced_plan
+      _, plan = respaced_plan(model, diffusion, **kw)
       print(describe(plan), flush=True)
       out["cache_policy"] = kw.get("policy")
       out["cache_ideal_speedup"] = plan.ideal_speedup

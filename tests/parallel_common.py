@@ -140,7 +140,7 @@ def run_sampler(mesh, model, params, *, policy: str = "skip_cache",
   from skipdit_jax import sampling
   from skipdit_jax.sampling import sharded
   diffusion = dfn.Diffusion.create(dfn.betas_for("linear", 1000))
-  spaced, plan = sampling.plan_for(model, diffusion, 6, policy=policy, interval=2, k=1)
+  spaced, plan = sampling.respaced_plan(model, diffusion, 6, policy=policy, interval=2, k=1)
   solver = sampling.SolverConfig(sampler="ddim", cfg_scale=1.5)
   base = sampling.Sampler(model, spaced, plan, solver)
   sh = parallel.param_shardings(model, mesh, parallel.axis_rules({"preset": preset}))

@@ -23,7 +23,7 @@ import tiny_models
 from skipdit_jax import diffusion as D
 from skipdit_jax import models, sampling
 from skipdit_jax.sampling import SolverConfig, policies
-from skipdit_jax.sampling.steps import full_step_fn, model_inputs
+from skipdit_jax.sampling.step_fns import full_step_fn, model_inputs
 
 SPACED = D.respace(D.Diffusion.create(D.betas_for("linear", 1000)), 6)
 DEPTH = 6            # k = 2 still leaves blocks out of a cached step

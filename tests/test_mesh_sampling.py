@@ -48,7 +48,7 @@ def _options(policy, order=2, cfg=1.5):
 
 
 def _sampler(model, policy, order=2, cfg=1.5):
-  spaced, plan = sampling.plan_for(model, BASE, **_options(policy, order, cfg))
+  spaced, plan = sampling.respaced_plan(model, BASE, **_options(policy, order, cfg))
   return sampling.get_sampler(model, spaced, plan, sampling.SolverConfig(
       sampler="ddim", cfg_scale=cfg))
 

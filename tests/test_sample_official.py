@@ -71,7 +71,7 @@ XL = types.SimpleNamespace(depth=28, long_skip=True)  # what the plan reads of a
 
 def _plan(num_steps, n, window):
   base = dfn.Diffusion.create(dfn.betas_for("linear", 1000))
-  _, plan = sampling.plan_for(XL, base, num_steps, policy="skip_cache", interval=n, k=4,
+  _, plan = sampling.respaced_plan(XL, base, num_steps, policy="skip_cache", interval=n, k=4,
                               window=window)
   return plan
 

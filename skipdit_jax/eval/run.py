@@ -231,7 +231,7 @@ def _evaluate_into(config, opts: dict, model, params, step: int, diffusion, out_
                                     "classifier's features: not comparable to Inception FID"}
   result.update(score_images(images, labels, nets, refs, opts))
   if policy != "none":
-    _, plan = sampling.plan_for(model, diffusion, **sopts)
+    _, plan = sampling.respaced_plan(model, diffusion, **sopts)
     plain = dict(sopts, policy="none", interval=1)
     ref_images, ref_secs = generate_images(model, params, diffusion, labels, seed, batch,
                                            **plain)

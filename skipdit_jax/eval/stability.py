@@ -24,7 +24,7 @@ import numpy as np
 from skipdit_jax import diffusion as D
 from skipdit_jax.models.blocks import DiTBlock, SkipFusion
 from skipdit_jax.sampling import FULL, get_sampler, make_plan
-from skipdit_jax.sampling.steps import SolverConfig
+from skipdit_jax.sampling.step_fns import SolverConfig
 
 
 def cosine(a: Any, b: Any) -> np.ndarray:

@@ -242,7 +242,7 @@ class DeltaDit(NoCache):
     return cached
 
 
-def for_plan(plan: Any) -> NoCache:
+def from_plan(plan: Any) -> NoCache:
   """The policy object a validated `CachePlan` asks for."""
   L = plan.depth
   return {

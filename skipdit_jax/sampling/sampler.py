@@ -20,7 +20,7 @@ import numpy as np
 from skipdit_jax import diffusion as D
 from skipdit_jax.sampling import policies
 from skipdit_jax.sampling.cache_plan import FULL, CachePlan
-from skipdit_jax.sampling.steps import (SolverConfig, cached_step_fn, check_model,
+from skipdit_jax.sampling.step_fns import (SolverConfig, cached_step_fn, check_model,
                                         full_step_fn, make_cached_step, make_full_step,
                                         model_inputs)
 
@@ -48,7 +48,7 @@ class Sampler:
       raise ValueError(f"the plan was built for depth {plan.depth}, the model has "
                        f"model.depth={model.depth}.")
     self.model, self.diffusion, self.plan, self.solver = model, diffusion, plan, solver
-    self.policy = policies.for_plan(plan)
+    self.policy = policies.from_plan(plan)
     self.full_step = make_full_step(model, diffusion, solver, self.policy)
     self.cached_steps = {v: make_cached_step(model, diffusion, solver, self.policy, v)
                          for v in plan.variants}
@@ -226,7 +226,7 @@ def make_plan(model: Any, diffusion: D.Diffusion, policy: str = "none", **cache)
                           long_skip=model.long_skip, **cache)
 
 
-def plan_for(model: Any, diffusion: D.Diffusion,
+def respaced_plan(model: Any, diffusion: D.Diffusion,
              num_steps: Union[int, str, Sequence[int]] = 50, *, policy: str = "none",
              interval: int = 1, k: int = 1, window: Sequence[int] = (0, 1000),
              forecast_order: int = 2, delta_blocks: int = 0, delta_switch_t: int = 500,
@@ -268,7 +268,7 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
   """
   solver = SolverConfig(sampler=sampler, eta=float(eta), cfg_scale=float(cfg_scale),
                         guided_channels=guided_channels, clip_denoised=clip_denoised)
-  spaced, plan = plan_for(model, diffusion, num_steps, policy=policy, interval=interval,
+  spaced, plan = respaced_plan(model, diffusion, num_steps, policy=policy, interval=interval,
                           k=k, window=window, forecast_order=forecast_order,
                           delta_blocks=delta_blocks, delta_switch_t=delta_switch_t)
   labels = jnp.asarray(labels, jnp.int32)

@@ -19,8 +19,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from skipdit_jax.parallel.batch import batch_sharding, replicated
 from skipdit_jax.parallel.jitting import sharding_key
 from skipdit_jax.parallel.mesh import BATCH_AXES, batch_ways
-from skipdit_jax.sampling.sampler import get_sampler, plan_for
-from skipdit_jax.sampling.steps import SolverConfig, cached_step_fn, full_step_fn
+from skipdit_jax.sampling.sampler import get_sampler, respaced_plan
+from skipdit_jax.sampling.step_fns import SolverConfig, cached_step_fn, full_step_fn
 
 
 def _abstract(tree: Any) -> Any:
@@ -180,7 +180,7 @@ def generate(mesh: Mesh, params_sh: Any, model: Any, params: Any, diffusion: Any
   solver = SolverConfig(sampler=sampler, eta=float(eta), cfg_scale=float(cfg_scale),
                                  guided_channels=guided_channels,
                                  clip_denoised=clip_denoised)
-  spaced, plan = plan_for(model, diffusion, num_steps, **cache)
+  spaced, plan = respaced_plan(model, diffusion, num_steps, **cache)
   labels = np.asarray(labels, np.int32)
   n = labels.shape[0]
   noise_key, step_key = jax.random.split(rng)  # the split `sampler.generate` makes

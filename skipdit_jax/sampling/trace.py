@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skipdit_jax.sampling import policies as P
+from skipdit_jax.sampling import policies
 from skipdit_jax.sampling.cache_plan import FULL
-from skipdit_jax.sampling.steps import _model_time, model_inputs
+from skipdit_jax.sampling.step_fns import _model_time, model_inputs
 
 
 def _cos(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -34,10 +34,10 @@ def _probe(sampler: Any, variant: str):
   model, plan, policy, solver = sampler.model, sampler.plan, sampler.policy, sampler.solver
   cut = model.depth - plan.k
   cached_method = policy.cached_method(variant)
-  has_feature = isinstance(policy, P.SkipCache)  # skip_cache, forecast, deep_cache
+  has_feature = isinstance(policy, policies.SkipCache)  # skip_cache, forecast, deep_cache
 
   def truth(mod, x, t, y, drop):
-    out, states, _ = P.split_pass(mod, x, t, y, drop, [cut])
+    out, states, _ = policies.split_pass(mod, x, t, y, drop, [cut])
     return out, states[cut][0]
 
   def probe(params, x, i, y, cache, aux):
