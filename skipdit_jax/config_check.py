@@ -17,16 +17,7 @@ from typing import Any, Callable
 import ml_collections
 
 from skipdit_jax.errors import ConfigError
-from skipdit_jax.train.build import check_workdir, model_fields
-
-
-def _get(config: Any, path: str, default: Any = None) -> Any:
-  node = config
-  for key in path.split("."):
-    if node is None or key not in node:
-      return default
-    node = node[key]
-  return node
+from skipdit_jax.train.build import check_workdir, get_field as _get, model_fields
 
 
 def _is_int(v: Any) -> bool:

@@ -65,11 +65,10 @@ def _generate(model, params, diffusion, labels, seed: int, batch: int, **kw):
   from skipdit_jax.sampling import sharded
   from skipdit_jax.sampling import generate
   mesh = parallel.params_mesh(params)
-  if mesh is not None:
-    generate = functools.partial(sharded.generate, mesh,
-                                 jax.tree.map(lambda a: a.sharding, params))
+  run = generate if mesh is None else functools.partial(
+      sharded.generate, mesh, jax.tree.map(lambda a: a.sharding, params))
   t0 = time.perf_counter()
-  out = [generate(model, params, diffusion, labels[i:i + batch],
+  out = [run(model, params, diffusion, labels[i:i + batch],
                   jax.random.fold_in(jax.random.PRNGKey(seed), i), **kw)
          for i in range(0, len(labels), batch)]
   return np.concatenate(out), time.perf_counter() - t0
@@ -161,19 +160,8 @@ def train_mode(config, workdir: str) -> dict[str, Any]:
 
 
 def sample_mode(config, workdir: str) -> dict[str, Any]:
-  from skipdit_jax import parallel
-  from skipdit_jax.train import Checkpointer, abstract_state, build_model
-  model = build_model(config)
-  ckpt = Checkpointer(workdir, read_only=True)  # a missing workdir is an error, not created
-  abstract = abstract_state(config, model)
-  try:  # the EMA only: params and optimizer state are neither read nor allocated
-    restored = ckpt.restore_ema(parallel.MeshRun(config, model, abstract).abstract(abstract))
-  finally:
-    ckpt.close()
-  if restored is None:
-    raise FileNotFoundError(f"--workdir={workdir!r} holds no checkpoint to sample from; "
-                            "train first (--mode=train) or point --workdir at a trained run")
-  ema_params, step = restored
+  from skipdit_jax.train import restore_ema
+  model, ema_params, step = restore_ema(config, workdir)
   out = {"mode": "sample", "model": config.model.name, "step": step}
   out.update(sample_and_score(config, workdir, model, ema_params,
                               f"sample_{step:07d}_{config.sample.sampler}"

@@ -61,23 +61,6 @@ def eval_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return opts
 
 
-def load_ema_params(config: ml_collections.ConfigDict, workdir: str,
-                    step: int | None = None) -> tuple[Any, Any, int]:
-  """(model, EMA params, step) from the workdir's checkpoint `step` (default: latest)."""
-  from skipdit_jax.train import Checkpointer, abstract_state, build_model
-  model = build_model(config)
-  ckpt = Checkpointer(workdir, read_only=True)
-  try:  # the EMA only: params and optimizer state are neither read nor allocated
-    restored = ckpt.restore_ema(abstract_state(config, model), step)
-  finally:
-    ckpt.close()
-  if restored is None:
-    raise FileNotFoundError(f"--workdir={workdir!r} holds no checkpoint to evaluate; train "
-                            "first (--mode=train)")
-  ema_params, step = restored
-  return model, ema_params, step
-
-
 def class_labels(num: int, num_classes: int) -> np.ndarray:
   """num labels cycling 0..num_classes-1 (class-balanced up to one)."""
   return (np.arange(num) % num_classes).astype(np.int32)
@@ -193,9 +176,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
              log: Callable[[str], None] = print) -> dict[str, Any]:
   """The `--mode=eval` entry: scores, stability, JSON/PNG files and TensorBoard scalars."""
   from skipdit_jax import paths
-  from skipdit_jax.train import build_diffusion, writers
+  from skipdit_jax.train import build_diffusion, restore_ema, writers
   opts = eval_options(config)
-  model, params, step = load_ema_params(config, workdir, step)
+  model, params, step = restore_ema(config, workdir, step=step, purpose="evaluate")
   diffusion = build_diffusion(config)
   # The caches (feature net, reference stats), JSONs and plots are local files; for a
   # gs:// workdir they are read from and written back to <workdir>/eval.

@@ -20,7 +20,8 @@ _MODEL_OVERRIDES = ("long_skip", "depth", "hidden_size", "num_heads", "patch_siz
                     "remat")
 
 
-def _get(config: Any, path: str, default: Any = None) -> Any:
+def get_field(config: Any, path: str, default: Any = None) -> Any:
+  """`config` at the dotted `path` (e.g. "model.depth"), or `default` where it is absent."""
   node = config
   for key in path.split("."):
     if node is None or key not in node:
@@ -33,12 +34,12 @@ def model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The DiT fields a config asks for: the registry name, then `model.*` overrides."""
   long_skip, size, patch = models.parse_name(config.model.name)
   depth, width, heads = models.SIZES[size]
-  fields = dict(input_size=_get(config, "data.image_size"),
-                in_channels=_get(config, "data.channels"),
-                num_classes=_get(config, "data.num_classes"), patch_size=patch, depth=depth,
+  fields = dict(input_size=get_field(config, "data.image_size"),
+                in_channels=get_field(config, "data.channels"),
+                num_classes=get_field(config, "data.num_classes"), patch_size=patch, depth=depth,
                 hidden_size=width, num_heads=heads, long_skip=long_skip)
   for key in _MODEL_OVERRIDES:
-    value = _get(config, f"model.{key}")
+    value = get_field(config, f"model.{key}")
     if value is not None:
       fields[key] = value
   return fields
@@ -74,7 +75,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> boo
   new = model_fields(config)
   diff = [f"{k}: saved {old.get(k)!r} -> new {new.get(k)!r}" for k in SHAPE_FIELDS
           if old.get(k) != new.get(k)]
-  if diff and not _get(config, "train.allow_new_model", False):
+  if diff and not get_field(config, "train.allow_new_model", False):
     raise ConfigError([
         f"workdir {workdir!r} holds a model of another shape ({'; '.join(diff)}); resuming "
         f"would train the wrong model. Use a new --workdir, restore the old model fields, "

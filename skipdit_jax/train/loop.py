@@ -41,6 +41,26 @@ def abstract_state(config: ml_collections.ConfigDict, model: models.DiT) -> Trai
   return jax.eval_shape(lambda: init_state(config, model, tx))
 
 
+def restore_ema(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
+                purpose: str = "sample from") -> tuple[models.DiT, Any, int]:
+  """(model, EMA params, step) of the workdir's checkpoint `step` (default: the latest),
+  on the run's mesh shardings. Only the EMA is read: params and optimizer state are
+  neither restored nor allocated. No checkpoint: FileNotFoundError naming `purpose`."""
+  model = build_model(config)
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True)  # a missing workdir: an error
+  abstract = abstract_state(config, model)
+  try:
+    restored = ckpt.restore_ema(parallel.MeshRun(config, model, abstract).abstract(abstract),
+                                step)
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise FileNotFoundError(f"--workdir={workdir!r} holds no checkpoint to {purpose}; "
+                            "train first (--mode=train) or point --workdir at a trained run")
+  ema_params, step = restored
+  return model, ema_params, step
+
+
 class _AotJit:
   """`jax.jit` that compiles ahead of time on the first call and keeps the executable,
   so its XLA cost analysis describes exactly the program that runs."""
