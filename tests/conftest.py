@@ -14,6 +14,20 @@ os.environ.setdefault("FSSPEC_GCS_TOKEN", "anon")
 os.environ.setdefault("NO_GCE_CHECK", "true")                # no metadata-server probe
 os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "fake")  # tensorstore: no ADC lookup
 
+# One persistent XLA compilation cache for the whole suite and every child process it
+# starts (set before jax is imported; children inherit the environment). The suite
+# compiles hundreds of small programs, most of them again on every run; a cache hit
+# returns the same executable, so no result changes. Kept across runs in the temp dir
+# (SKIPDIT_TEST_JAX_CACHE overrides it; an empty value turns it off).
+import tempfile  # noqa: E402
+
+_CACHE = os.environ.get("SKIPDIT_TEST_JAX_CACHE",
+                        os.path.join(tempfile.gettempdir(), "skipdit_jax_test_jax_cache"))
+if _CACHE:
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 import pathlib  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
