@@ -55,8 +55,9 @@ def restore_ema(config: ml_collections.ConfigDict, workdir: str, *, step: int | 
   finally:
     ckpt.close()
   if restored is None:
-    raise checkpoint.CheckpointError(f"--workdir={workdir!r} holds no checkpoint to {purpose}; "
-                                     "train first (--mode=train) or point --workdir at a trained run")
+    raise checkpoint.CheckpointError(
+        f"--workdir={workdir!r} holds no checkpoint to {purpose}; train first "
+        "(--mode=train) or point --workdir at a trained run")
   ema_params, step = restored
   return model, ema_params, step
 
