@@ -20,10 +20,10 @@ setup(
     # Lower bounds: releases with the APIs we use; upper bounds: the next release line,
     # since JAX-ecosystem 0.x minors break APIs. Developed against the newest of each.
     install_requires=[
-        "jax>=0.5.0,<0.11",
+        "jax>=0.8.2,<0.11",  # jax_enable_preemption_service (train/preemption.py)
         "flax>=0.10.0,<0.13",
         "optax>=0.2.3,<0.3",
-        "orbax-checkpoint>=0.10.0,<0.13",
+        "orbax-checkpoint>=0.11.14,<0.13",  # PyTreeRestore(partial_restore=True)
         "etils[epath]>=1.5",  # workdir paths, local and gs:// alike (skipdit_jax/paths.py)
         "einops>=0.7,<0.9",
         "tensorflow-datasets>=4.9,<5",

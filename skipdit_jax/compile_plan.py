@@ -261,7 +261,8 @@ def plan_compile(config: Any, devices: list | None = None) -> dict[str, Any]:
     per = compiled_flops(compiled)
     result["sampler"][name] = dict(memory_figures(compiled), flops=f, analytic_flops=a,
                                    flops_vs_analytic=_ratio(f, a),
-                                   replicated_work=_ratio((per or 0) * n_dev, f))
+                                   replicated_work=(None if smodel.scan_blocks  # scan body counted once
+                                                    else _ratio((per or 0) * n_dev, f)))
   return result
 
 

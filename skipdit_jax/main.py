@@ -231,7 +231,7 @@ def main(argv) -> None:
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Keeps our INFO lines (progress, clu's metric lines) and drops the INFO chatter of
+  """Keeps our INFO lines (progress, metric lines) and drops the INFO chatter of
   orbax and JAX internals; their warnings and errors still show."""
   NOISY = ("/orbax/", "/jax/_src/", "/absl/", "/etils/")
 

@@ -1,5 +1,5 @@
 """Mesh sampling compiles once per (plan, shapes), shards every cache along its batch axis
-and donates x and the cache (skipdit_jax/parallel/jitting.py, sampling/sampler.py).
+and donates x and the cache (skipdit_jax/sampling/sharded.py, sampling/sampler.py).
 
 The 8-device tests run in a child pytest (`test_under_8_fake_devices`, as in
 tests/test_parallel_devices.py). Compilations are counted with JAX's own monitoring

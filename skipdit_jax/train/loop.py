@@ -45,7 +45,7 @@ def restore_ema(config: ml_collections.ConfigDict, workdir: str, *, step: int | 
                 purpose: str = "sample from") -> tuple[models.DiT, Any, int]:
   """(model, EMA params, step) of the workdir's checkpoint `step` (default: the latest),
   on the run's mesh shardings. Only the EMA is read: params and optimizer state are
-  neither restored nor allocated. No checkpoint: FileNotFoundError naming `purpose`."""
+  neither restored nor allocated. No complete checkpoint: CheckpointError naming `purpose`."""
   model = build_model(config)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)  # a missing workdir: an error
   abstract = abstract_state(config, model)
@@ -55,8 +55,9 @@ def restore_ema(config: ml_collections.ConfigDict, workdir: str, *, step: int | 
   finally:
     ckpt.close()
   if restored is None:
-    raise FileNotFoundError(f"--workdir={workdir!r} holds no checkpoint to {purpose}; "
-                            "train first (--mode=train) or point --workdir at a trained run")
+    raise checkpoint.CheckpointError(
+        f"--workdir={workdir!r} holds no checkpoint to {purpose}; train first "
+        "(--mode=train) or point --workdir at a trained run")
   ema_params, step = restored
   return model, ema_params, step
 

@@ -1,5 +1,5 @@
 """Throughput accounting: XLA's FLOP count of a compiled program (the one counter; the
-loop and `parallel/aot.py` use it) and known device peaks."""
+loop and `compile_plan.py` use it) and known device peaks."""
 from __future__ import annotations
 
 from typing import Any
