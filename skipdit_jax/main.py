@@ -20,6 +20,8 @@ from typing import Any
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from skipdit_jax import paths
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)",
                                 lock_config=True)
@@ -87,7 +89,7 @@ def _class_labels(config, per_class: int):
 
 def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[str, Any]:
   """Class-conditional samples of every variant, written to the workdir and scored."""
-  from skipdit_jax import data, paths
+  from skipdit_jax import data
   from skipdit_jax.eval import class_accuracy, image_grid
   from skipdit_jax.train import build_diffusion
   s, diffusion = config.sample, build_diffusion(config)
@@ -132,7 +134,6 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
 
 
 def train_mode(config, workdir: str) -> dict[str, Any]:
-  from skipdit_jax import paths
   from skipdit_jax.eval import image_grid
   from skipdit_jax.train import build_diffusion, build_model, train
   model, diffusion = build_model(config), build_diffusion(config)
@@ -145,8 +146,8 @@ def train_mode(config, workdir: str) -> dict[str, Any]:
                         config.sample.batch_size, **_sample_kwargs(config, False))
     if not _is_main():
       return None
-    return image_grid.save_grid(imgs, paths.resolve(workdir) / "samples" / f"grid_{step:07d}.png",
-                                ncol=config.sample.grid_per_class, scale=2)
+    grid = paths.resolve(workdir) / "samples" / f"grid_{step:07d}.png"
+    return image_grid.save_grid(imgs, grid, ncol=config.sample.grid_per_class, scale=2)
 
   summary, state = train(config, workdir, on_sample=on_sample)
   result = {"mode": "train", "model": config.model.name, "long_skip": model.long_skip,
@@ -199,7 +200,6 @@ def main(argv) -> None:
   if not workdir:
     raise app.UsageError("--workdir is required: the run folder (rerunning resumes)")
   t0 = time.perf_counter()
-  from skipdit_jax import paths
   try:  # a gs:// bucket that is missing or unreachable: one line, before any compute
     paths.check_access(workdir)
   except paths.WorkdirError as e:

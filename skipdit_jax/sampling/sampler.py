@@ -21,8 +21,8 @@ from skipdit_jax import diffusion as D
 from skipdit_jax.sampling import policies
 from skipdit_jax.sampling.cache_plan import FULL, CachePlan
 from skipdit_jax.sampling.step_fns import (SolverConfig, cached_step_fn, check_model,
-                                        full_step_fn, make_cached_step, make_full_step,
-                                        model_inputs)
+                                           full_step_fn, make_cached_step, make_full_step,
+                                           model_inputs)
 
 
 # A plan-walk hook: (execution step j, action, respaced index i, x, cache) -> None.
@@ -33,9 +33,9 @@ class Sampler:
   """Compiled full / cached steps for one model, respaced diffusion, plan and solver.
 
   `sample(params, x_T, y, rng)` -> x_0 as a device array (N, H, W, C).
-  `full_step` / `cached_steps` keep their arguments (for callers that walk the plan
-  themselves and reuse x or the cache); `loop_full_step` / `loop_cached_steps`, the
-  ones `sample` runs, donate x (and the full step its cache).
+  `full_step` / `cached_steps` keep their arguments (`walk(donate=False)`, for hooks
+  that keep x or the cache); `loop_full_step` / `loop_cached_steps`, the ones `sample`
+  runs, donate x (and the full step its cache).
   """
 
   def __init__(self, model: Any, diffusion: D.Diffusion, plan: CachePlan,
@@ -227,10 +227,11 @@ def make_plan(model: Any, diffusion: D.Diffusion, policy: str = "none", **cache)
 
 
 def respaced_plan(model: Any, diffusion: D.Diffusion,
-             num_steps: Union[int, str, Sequence[int]] = 50, *, policy: str = "none",
-             interval: int = 1, k: int = 1, window: Sequence[int] = (0, 1000),
-             forecast_order: int = 2, delta_blocks: int = 0, delta_switch_t: int = 500,
-             **unused) -> tuple[D.Diffusion, CachePlan]:
+                  num_steps: Union[int, str, Sequence[int]] = 50, *, policy: str = "none",
+                  interval: int = 1, k: int = 1, window: Sequence[int] = (0, 1000),
+                  forecast_order: int = 2, delta_blocks: int = 0,
+                  delta_switch_t: int = 500,
+                  **unused) -> tuple[D.Diffusion, CachePlan]:
   """(respaced diffusion, plan) exactly as `generate` builds them; extra keyword
   arguments (sampler, eta, ...) are ignored, so `generate`'s kwargs can be passed."""
   spaced = D.respace(diffusion, num_steps)
@@ -268,9 +269,10 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
   """
   solver = SolverConfig(sampler=sampler, eta=float(eta), cfg_scale=float(cfg_scale),
                         guided_channels=guided_channels, clip_denoised=clip_denoised)
-  spaced, plan = respaced_plan(model, diffusion, num_steps, policy=policy, interval=interval,
-                          k=k, window=window, forecast_order=forecast_order,
-                          delta_blocks=delta_blocks, delta_switch_t=delta_switch_t)
+  spaced, plan = respaced_plan(model, diffusion, num_steps, policy=policy,
+                               interval=interval, k=k, window=window,
+                               forecast_order=forecast_order, delta_blocks=delta_blocks,
+                               delta_switch_t=delta_switch_t)
   labels = jnp.asarray(labels, jnp.int32)
   if labels.ndim != 1:
     raise ValueError(f"labels must be (N,) ints, got shape {labels.shape}")
