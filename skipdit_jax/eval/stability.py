@@ -83,8 +83,8 @@ def step_similarity(model: Any, params: Any, diffusion: D.Diffusion, labels: Any
   spaced = D.respace(diffusion, num_steps)
   labels = jnp.asarray(labels, jnp.int32)
   noise_key, step_key = jax.random.split(rng)
-  x = jax.random.normal(noise_key, (labels.shape[0], model.input_size, model.input_size,
-                                    model.in_channels), jnp.float32)
+  x = jax.random.normal(noise_key, (labels.shape[0],) + tuple(model.sample_shape),
+                        jnp.float32)
   ref_plan = make_plan(model, spaced, feature_policy(model), interval=1, k=k)
   ref = record_trajectory(get_sampler(model, spaced, ref_plan, solver), params, x, labels,
                           step_key)
@@ -114,8 +114,8 @@ def _features_fn(model: Any, k: int) -> Callable:
   """jit((params, x, t, y) -> (deep feature entering block L-k, final hidden))."""
   def fwd(mod, x, t, y):
     h, c = mod.embed(x, t, y)
-    deep, skips = mod.run_blocks(h, c, (), 0, mod.depth - k)
-    final, _ = mod.run_blocks(deep, c, skips, mod.depth - k, mod.depth)
+    deep, skips = mod.run_blocks(h, c, (), 0, mod.num_units - k)
+    final, _ = mod.run_blocks(deep, c, skips, mod.num_units - k, mod.num_units)
     return deep, final
   return jax.jit(lambda p, x, t, y: model.apply({"params": p}, x, t, y, method=fwd))
 

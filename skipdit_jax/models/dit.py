@@ -47,6 +47,17 @@ class DiT(nn.Module):
   def num_tokens(self) -> int:
     return (self.input_size // self.patch_size) ** 2
 
+  @property
+  def num_units(self) -> int:
+    """How many units `run_blocks(start, stop)` counts: one per block here (a video model
+    counts spatial+temporal pairs). Cache plans and policies index in these units."""
+    return self.depth
+
+  @property
+  def sample_shape(self) -> tuple[int, ...]:
+    """One input without the batch axis: (H, W, C)."""
+    return (self.input_size, self.input_size, self.in_channels)
+
   def setup(self):
     validate_shape(self)
     dt = jnp.dtype(self.dtype)

@@ -47,7 +47,7 @@ def create(name: str, *, input_size: int = 32, in_channels: int = 4, num_classes
 
 
 def dummy_inputs(model: DiT, batch: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
-  x = jnp.zeros((batch, model.input_size, model.input_size, model.in_channels), jnp.float32)
+  x = jnp.zeros((batch,) + tuple(model.sample_shape), jnp.float32)
   return x, jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32)
 
 

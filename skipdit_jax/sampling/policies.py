@@ -38,7 +38,7 @@ def split_pass(mod, x, t, y, drop, points):
   """
   h, c = mod.embed(x, t, y, force_drop_ids=drop)
   states, skips, start = {0: (h, ())}, (), 0
-  for p in sorted(set(points) | {mod.depth}):
+  for p in sorted(set(points) | {mod.num_units}):
     h, skips = mod.run_blocks(h, c, skips, start, p)
     states[p], start = (h, skips), p
   return mod.head(h, c), states, c
@@ -175,7 +175,8 @@ class Fora(NoCache):
 
     with nn.intercept_methods(record):
       out = _per_block_call(mod, x, t, y, drop)
-    stack = lambda kind: jnp.stack([seen[(kind, b)] for b in range(self.depth)])
+    # every block the model ran, by the index in its name (a video model has 2 per unit)
+    stack = lambda kind: jnp.stack([seen[key] for key in sorted(seen) if key[0] == kind])
     return out, (stack("attn_branch"), stack("mlp_branch"))
 
   def cached_method(self, variant: str) -> Callable:

@@ -44,9 +44,9 @@ class Sampler:
     if plan.num_steps != diffusion.num_timesteps:
       raise ValueError(f"the plan has {plan.num_steps} steps but the respaced diffusion "
                        f"{diffusion.num_timesteps}; build both from sample.num_steps.")
-    if plan.depth != model.depth:
-      raise ValueError(f"the plan was built for depth {plan.depth}, the model has "
-                       f"model.depth={model.depth}.")
+    if plan.depth != model.num_units:
+      raise ValueError(f"the plan was built for {plan.depth} block units, the model runs "
+                       f"{model.num_units} (model.depth={model.depth}).")
     self.model, self.diffusion, self.plan, self.solver = model, diffusion, plan, solver
     self.policy = policies.from_plan(plan)
     self.full_step = make_full_step(model, diffusion, solver, self.policy)
@@ -222,7 +222,7 @@ def options_from_config(sample: Any) -> dict:
 def make_plan(model: Any, diffusion: D.Diffusion, policy: str = "none", **cache) -> CachePlan:
   """The plan for a respaced `diffusion` (steps high-noise first) and this model."""
   timesteps = [int(t) for t in diffusion.timestep_map[::-1]]
-  return CachePlan.create(policy, timesteps=timesteps, depth=model.depth,
+  return CachePlan.create(policy, timesteps=timesteps, depth=model.num_units,
                           long_skip=model.long_skip, **cache)
 
 
@@ -277,7 +277,7 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
   if labels.ndim != 1:
     raise ValueError(f"labels must be (N,) ints, got shape {labels.shape}")
   noise_key, step_key = jax.random.split(rng)
-  shape = (labels.shape[0], model.input_size, model.input_size, model.in_channels)
+  shape = (labels.shape[0],) + tuple(model.sample_shape)
   x = jax.random.normal(noise_key, shape, jnp.float32) if noise is None else jnp.asarray(noise)
   if x.shape != shape:
     raise ValueError(f"noise has shape {x.shape}, expected {shape}")

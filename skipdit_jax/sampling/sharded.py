@@ -184,7 +184,7 @@ def generate(mesh: Mesh, params_sh: Any, model: Any, params: Any, diffusion: Any
   labels = np.asarray(labels, np.int32)
   n = labels.shape[0]
   noise_key, step_key = jax.random.split(rng)  # the split `sampler.generate` makes
-  shape = (n, model.input_size, model.input_size, model.in_channels)
+  shape = (n,) + tuple(model.sample_shape)
   x = np.asarray(jax.random.normal(noise_key, shape, jnp.float32))
   pad = -n % batch_ways(mesh)
   if pad:

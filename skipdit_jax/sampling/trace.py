@@ -32,7 +32,7 @@ def _cos(a: jax.Array, b: jax.Array) -> jax.Array:
 def _probe(sampler: Any, variant: str):
   """jit(params, x, i, y, cache, aux) -> (cos of model outputs, cos of deep features)."""
   model, plan, policy, solver = sampler.model, sampler.plan, sampler.policy, sampler.solver
-  cut = model.depth - plan.k
+  cut = model.num_units - plan.k
   cached_method = policy.cached_method(variant)
   has_feature = isinstance(policy, policies.SkipCache)  # skip_cache, forecast, deep_cache
 
