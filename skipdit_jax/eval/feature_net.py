@@ -138,8 +138,17 @@ def train_feature_net(dataset: str, spec: FeatureNetSpec | None = None, *, seed:
                       log: Callable[[str], None] = print) -> FeatureNet:
   """Trains the classifier of `dataset` (Adam, cross-entropy) and scores it on held-out data."""
   spec = spec or _spec_for(dataset)
-  (x, y), (xt, yt), classes = _split(dataset, spec, seed)
-  module = FeatureCNN(tuple(spec.widths), spec.feature_dim, classes)
+  train, held, classes = _split(dataset, spec, seed)
+  return fit_feature_net(train, held, classes, spec, name=dataset, seed=seed, log=log)
+
+
+def fit_feature_net(train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarray, np.ndarray],
+                    num_classes: int, spec: FeatureNetSpec, *, name: str, seed: int = 0,
+                    log: Callable[[str], None] = print) -> FeatureNet:
+  """Trains a `FeatureCNN` on train = (images (N, H, W, C), labels (N,)) and scores it on
+  `held`; `name` labels the network (its FD name and log lines)."""
+  (x, y), (xt, yt) = train, held
+  module = FeatureCNN(tuple(spec.widths), spec.feature_dim, num_classes)
   params = module.init(jax.random.key(seed), jnp.asarray(x[:1]))["params"]
   tx = optax.adam(spec.lr)
   opt_state = tx.init(params)
@@ -158,10 +167,10 @@ def train_feature_net(dataset: str, spec: FeatureNetSpec | None = None, *, seed:
     idx = rng.integers(0, len(x), spec.batch_size)
     params, opt_state, loss = step(params, opt_state, jnp.asarray(x[idx]), jnp.asarray(y[idx]))
     if (i + 1) % max(spec.train_steps // 4, 1) == 0:
-      log(f"feature net {dataset}: step {i + 1}/{spec.train_steps} loss {float(loss):.3f}")
-  net = FeatureNet(module, params, dataset, test_accuracy=0.0, spec_digest=spec.digest())
+      log(f"feature net {name}: step {i + 1}/{spec.train_steps} loss {float(loss):.3f}")
+  net = FeatureNet(module, params, name, test_accuracy=0.0, spec_digest=spec.digest())
   net.test_accuracy = conditional_accuracy(net, xt, yt)
-  log(f"feature net {dataset}: held-out accuracy {net.test_accuracy:.3f}")
+  log(f"feature net {name}: held-out accuracy {net.test_accuracy:.3f}")
   return net
 
 
