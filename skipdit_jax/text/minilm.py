@@ -180,8 +180,7 @@ class MiniLMEncoder:
   """Captions -> {"tokens" (N, T, D) float32, "mask" (N, T) bool, "pooled" (N, D)}.
 
   Tokenises with CaptionTokenizer(max_tokens, padding, truncation) and runs the jitted
-  encoder; `batch_size` rows per call (the last call padded with empty captions, so one
-  compile per shape).
+  encoder; `batch_size` rows per call, every call padded to it (one compile per T).
   """
   name = "all-MiniLM-L6-v2"
 
@@ -208,7 +207,8 @@ class MiniLMEncoder:
     for s in range(0, n, b):
       i, m = ids[s:s + b], mask[s:s + b]
       k = len(i)
-      if k < b and n > b:  # pad the tail to the full batch: the same compiled shape
+      if k < b:  # pad to the full batch: one compiled shape, so a caption's embedding
+        # does not depend on how many others came with it (XLA's sums differ by shape)
         i = np.concatenate([i, np.zeros((b - k, i.shape[1]), i.dtype)])
         m = np.concatenate([m, np.zeros((b - k, m.shape[1]), bool)])
         m[k:, 0] = True
