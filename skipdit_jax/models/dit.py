@@ -13,7 +13,8 @@ import jax.numpy as jnp
 
 from skipdit_jax.models import scan, skip_pairs
 from skipdit_jax.models.blocks import DiTBlock, FinalLayer, SkipFusion
-from skipdit_jax.models.layers import LabelEmbedder, TimestepEmbedder, dense, sincos_2d
+from skipdit_jax.models.layers import (LabelEmbedder, TimestepEmbedder, dense, patchify,
+                                       sincos_2d, unpatchify)
 
 Skips = tuple[jax.Array, ...]
 
@@ -79,17 +80,12 @@ class DiT(nn.Module):
 
   def patchify(self, x: jax.Array) -> jax.Array:
     """(N, H, W, C) -> (N, T, p*p*C), tokens row-major, features ordered (p, p, C)."""
-    n, h, w, c = x.shape
-    p = self.patch_size
-    x = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(n, (h // p) * (w // p), p * p * c)
+    return patchify(x, self.patch_size)
 
   def unpatchify(self, x: jax.Array) -> jax.Array:
     """(N, T, p*p*C_out) -> (N, H, W, C_out)."""
-    n = x.shape[0]
-    p, g, c = self.patch_size, self.input_size // self.patch_size, self.out_channels
-    x = x.reshape(n, g, g, p, p, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(n, g * p, g * p, c)
+    return unpatchify(x, self.patch_size, self.input_size // self.patch_size,
+                      self.out_channels)
 
   def embed(self, x: jax.Array, t: jax.Array, y: jax.Array, *, train: bool = False,
             force_drop_ids: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
