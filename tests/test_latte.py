@@ -221,3 +221,77 @@ def test_unconditional_latte_refuses_guidance():
   with pytest.raises(ValueError, match="cfg_scale"):
     sampling.generate(model, params, base, [0], jax.random.key(0), num_steps=2,
                       cfg_scale=2.0)
+
+
+# --- the official class-to-video cache schedule -----------------------------------------------
+def official_latte_schedule(timesteps, n):
+  """`Latte_skip_cache.forward`'s call sequence, transcribed from VIDEO.md §1.5: a call is
+  full when cache_cont % n == 0, no cache is held, or t >= 900; after each call the
+  counter increments, and a call with t < 50 resets it and drops the cache."""
+  cont, cache, out = 0, None, []
+  for t in timesteps:
+    full = cont % n == 0 or cache is None or t >= 900
+    if full:
+      cache = "deep feature"
+    out.append(full)
+    cont += 1
+    if t < 50:
+      cont, cache = 0, None
+  return out
+
+
+OFFICIAL_CACHE = dict(policy="skip_cache", k=1, window=(0, 900), counter="global", tail_t=50)
+
+
+@pytest.mark.parametrize("num_steps,n,full,cached", [
+    (250, 2, 143, 107), (250, 3, 108, 142), (250, 4, 90, 160), (250, 5, 80, 170),
+    (250, 6, 72, 178), (50, 2, 28, 22), (50, 3, 21, 29), (50, 4, 17, 33)])
+def test_plan_is_the_official_latte_schedule(num_steps, n, full, cached):
+  from test_respacing import adm_space_timesteps
+  timesteps = sorted(adm_space_timesteps(1000, [num_steps]), reverse=True)
+  m = models.create("SkipLatte-XL/2")
+  base = D.Diffusion.create(D.betas_for("linear", 1000))
+  _, plan = sampling.respaced_plan(m, base, num_steps, interval=n, **OFFICIAL_CACHE)
+  assert list(plan.timesteps) == timesteps
+  got = [a == sampling.FULL for a in plan.actions]
+  assert got == official_latte_schedule(timesteps, n)
+  assert (sum(got), plan.num_cached) == (full, cached)  # VIDEO.md's table
+  # ideal speedup in pair units (14 per full step, 2 per cached): VIDEO.md's ratios
+  assert plan.ideal_speedup == pytest.approx(num_steps * 14 / (14 * full + 2 * cached))
+  if num_steps == 50 and n == 2:
+    assert "".join("F" if a else "C" for a in got) == "FFFFF" + "CF" * 22 + "F"
+  # Counting since the last full step gives another phase after the F forced full steps
+  # (t >= 900) unless F = 1 mod n (e.g. DDPM-250 N=5, DDIM-50 N=3 differ).
+  _, other = sampling.respaced_plan(m, base, num_steps, interval=n,
+                                    **dict(OFFICIAL_CACHE, counter="since_full"))
+  forced = sum(t >= 900 for t in timesteps)
+  assert (other.actions != plan.actions) == (forced % n != 1)
+
+
+def test_bad_cache_rule_fields_are_named():
+  m = models.create("SkipLatte-XL/2")
+  base = D.Diffusion.create(D.betas_for("linear", 1000))
+  with pytest.raises(ValueError, match="sample.cache.counter='phase'"):
+    sampling.respaced_plan(m, base, 50, policy="skip_cache", interval=2, counter="phase")
+  with pytest.raises(ValueError, match="sample.cache.tail_t=-1"):
+    sampling.respaced_plan(m, base, 50, policy="skip_cache", interval=2, tail_t=-1)
+
+
+@pytest.mark.parametrize("name,classes,cfg", [("ucf101_skiplatte_xl2", 101, 7.0),
+                                              ("sky_skiplatte_xl2", 0, 1.0)])
+def test_video_configs_build_latte_and_the_official_plan(name, classes, cfg):
+  import importlib
+  from skipdit_jax.train import build
+  c = importlib.import_module(f"configs.{name}").get_config()
+  m = build.build_model(c)
+  assert isinstance(m, models.Latte) and m.long_skip
+  assert (m.num_frames, m.num_classes, m.depth, m.hidden_size) == (16, classes, 28, 1152)
+  opts = sampling.options_from_config(c.sample)
+  assert (opts["sampler"], opts["num_steps"], opts["cfg_scale"]) == ("ddpm", 250, cfg)
+  _, plan = sampling.respaced_plan(m, build.build_diffusion(c), **opts)
+  assert (plan.num_steps - plan.num_cached, plan.num_cached) == (143, 107)  # N=2, VIDEO.md
+  from skipdit_jax import config_check
+  config_check.check_config(c, num_devices=1)  # every field valid, the cache plan included
+  c.sample.cache.counter = "phase"
+  with pytest.raises(Exception, match="sample.cache.counter"):
+    config_check.check_config(c, num_devices=1)
