@@ -295,3 +295,10 @@ def test_video_configs_build_latte_and_the_official_plan(name, classes, cfg):
   c.sample.cache.counter = "phase"
   with pytest.raises(Exception, match="sample.cache.counter"):
     config_check.check_config(c, num_devices=1)
+
+
+def test_dit_only_paths_refuse_latte():
+  from configs import ucf101_skiplatte_xl2
+  from skipdit_jax import compile_plan
+  with pytest.raises(ValueError, match="cover DiT only"):
+    compile_plan.plan_compile(ucf101_skiplatte_xl2.get_config())

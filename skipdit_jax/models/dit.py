@@ -19,12 +19,8 @@ from skipdit_jax.models.layers import (LabelEmbedder, TimestepEmbedder, dense, p
 Skips = tuple[jax.Array, ...]
 
 
-class DiT(nn.Module):
-  """Class-conditional diffusion transformer on NHWC inputs.
-
-  x: (N, H, W, C), t: (N,) timesteps in [0, 999], y: (N,) labels -> (N, H, W, C_out),
-  C_out = 2C with a learned sigma (ε first, then the variance interpolation), else C.
-  """
+class TransformerFields(nn.Module):
+  """The fields DiT and Latte share (one config surface for both) and their derived sizes."""
   input_size: int = 32
   patch_size: int = 2
   in_channels: int = 4
@@ -47,6 +43,14 @@ class DiT(nn.Module):
   @property
   def num_tokens(self) -> int:
     return (self.input_size // self.patch_size) ** 2
+
+
+class DiT(TransformerFields):
+  """Class-conditional diffusion transformer on NHWC inputs.
+
+  x: (N, H, W, C), t: (N,) timesteps in [0, 999], y: (N,) labels -> (N, H, W, C_out),
+  C_out = 2C with a learned sigma (ε first, then the variance interpolation), else C.
+  """
 
   @property
   def num_units(self) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 
 from skipdit_jax.models import scan, skip_pairs
 from skipdit_jax.models.blocks import DiTBlock, FinalLayer, SkipFusion
+from skipdit_jax.models.dit import TransformerFields
 from skipdit_jax.models.dit import validate_shape as validate_dit_shape
 from skipdit_jax.models.layers import (LabelEmbedder, TimestepEmbedder, dense, layer_norm,
                                        modulate, patchify, sincos_1d, sincos_2d, unpatchify)
@@ -42,36 +43,16 @@ class TemporalBlock(DiTBlock):
     return jnp.swapaxes(self.attn(h), -2, -3)
 
 
-class Latte(nn.Module):
+class Latte(TransformerFields):
   """Class-conditional (or unconditional) video diffusion transformer, channel-last.
 
   x: (N, F, H, W, C), t: (N,) timesteps in [0, 999], y: (N,) labels (ignored when
-  num_classes=0) -> (N, F, H, W, C_out), C_out = 2C with a learned sigma.
+  num_classes=0) -> (N, F, H, W, C_out), C_out = 2C with a learned sigma. `depth` counts
+  blocks (pairs = depth // 2); `num_classes=0` has no label embedder; `scan_blocks` is
+  refused (validate_latte); `num_tokens` is patches per frame.
   """
-  input_size: int = 32
-  patch_size: int = 2
-  in_channels: int = 4
-  hidden_size: int = 1152
-  depth: int = 28            # blocks; spatial+temporal pairs = depth // 2
-  num_heads: int = 16
-  mlp_ratio: float = 4.0
-  num_classes: int = 101     # 0: unconditional, no label embedder
-  class_dropout_prob: float = 0.1
-  learn_sigma: bool = True
-  long_skip: bool = False
-  dtype: str = "float32"
-  scan_blocks: bool = False  # not supported: refused by validate_latte
-  remat: str = "none"
+  num_classes: int = 101
   num_frames: int = 16
-
-  @property
-  def out_channels(self) -> int:
-    return 2 * self.in_channels if self.learn_sigma else self.in_channels
-
-  @property
-  def num_tokens(self) -> int:
-    """Patches per frame."""
-    return (self.input_size // self.patch_size) ** 2
 
   @property
   def num_units(self) -> int:
