@@ -302,3 +302,19 @@ def test_dit_only_paths_refuse_latte():
   from skipdit_jax import compile_plan
   with pytest.raises(ValueError, match="cover DiT only"):
     compile_plan.plan_compile(ucf101_skiplatte_xl2.get_config())
+
+
+@pytest.mark.parametrize("num_steps", [250, 50, 27])
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_tail_rule_also_states_the_official_dit_tail(num_steps, n):
+  """DiT_cache drops its cache after a step with t <= 20: tail_t=21 gives its plan with no
+  window arithmetic (test_sample_official transcribes the official counter)."""
+  from test_respacing import adm_space_timesteps
+  from test_sample_official import XL, official_schedule
+  timesteps = sorted(adm_space_timesteps(1000, [num_steps]), reverse=True)
+  base = D.Diffusion.create(D.betas_for("linear", 1000))
+  _, plan = sampling.respaced_plan(XL, base, num_steps, policy="skip_cache", interval=n,
+                                   k=4, tail_t=21)
+  got = [("full" if a == sampling.FULL else "cached", c)
+         for a, c in zip(plan.actions, plan.cost)]
+  assert got == official_schedule(timesteps, n)
