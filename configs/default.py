@@ -85,6 +85,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.sample.cache.interval = 1       # N; 1 = every step full
   c.sample.cache.k = 1              # blocks recomputed at each end (Skip-Cache: 2k of L)
   c.sample.cache.window = (0, 1000)  # (lo, hi) timesteps; cache only while lo <= t < hi
+  c.sample.cache.counter = "since_full"  # or "global": full when step index % N == 0 (Latte)
+  c.sample.cache.tail_t = 0         # >0: every step after the first with t < tail_t is full
   c.sample.cache.forecast_order = 2  # skip_cache_forecast: 0, 1 or 2
   c.sample.cache.delta_blocks = 0   # delta_dit: blocks reused; 0 = depth - 2k
   c.sample.cache.delta_switch_t = 500  # delta_dit: rear blocks while t >= this, front after

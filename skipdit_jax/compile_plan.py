@@ -219,6 +219,10 @@ def plan_compile(config: Any, devices: list | None = None) -> dict[str, Any]:
   x devices it exceeds `flops` by the work the mesh replicates (`replicated_work`), but
   counts a scanned stack of blocks once (`compiled_counts_scan_once`).
   """
+  from skipdit_jax import models  # pylint: disable=import-outside-toplevel
+  if models.is_video(config.model.name):
+    raise ValueError(f"model.name={config.model.name!r}: --mode=compile and its FLOP counts "
+                     "cover DiT only, not Latte; use a DiT-* / SkipDiT-* config")
   mesh = make_mesh(config.mesh, devices)
   rules = axis_rules(config.mesh)
   n_dev = mesh.devices.size

@@ -52,9 +52,11 @@ def _check_model(config, problems: list[str]) -> None:
   if _catch(problems, models.parse_name, _get(config, "model.name", "")) is None:
     return
   before = len(problems)
+  video = models.is_video(_get(config, "model.name", ""))  # Latte: 0 classes = unconditional
   _positive_ints(config, ("model.depth", "model.hidden_size", "model.num_heads",
-                          "model.patch_size", "data.image_size", "data.channels",
-                          "data.num_classes"), problems)
+                          "model.patch_size", "data.image_size", "data.channels")
+                 + (() if video else ("data.num_classes",)), problems)
+  _positive_ints(config, ("data.num_classes",) if video else (), problems, zero_ok=True)
   mlp = _get(config, "model.mlp_ratio")
   if mlp is not None and (not _is_real(mlp) or mlp <= 0):
     problems.append(f"config.model.mlp_ratio={mlp!r} must be a positive number (4.0 in DiT)")

@@ -68,6 +68,9 @@ def sample_official(ckpt: str, *, vae_path: Optional[str] = None, out: str = "sa
   if image_size % 8:
     raise ValueError(f"--image_size={image_size} must be a multiple of the VAE factor 8")
   module, params = models.load_official(ckpt, input_size=image_size // 8, dtype=dtype)
+  if isinstance(module, models.Latte):
+    raise ValueError(f"--ckpt={ckpt} is a Latte (video) checkpoint; this CLI samples DiT "
+                     "images only: sample Latte from Python (docs/IMPORT.md)")
   diffusion = dfn.Diffusion.create(dfn.betas_for("linear", 1000))
   labels = np.asarray([int(c) for c in classes], np.int32)
   if labels.min() < 0 or labels.max() >= module.num_classes:

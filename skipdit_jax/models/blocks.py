@@ -5,19 +5,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from skipdit_jax.models.layers import (dense, layer_norm, modulate, torch_default_bias,
-                                       torch_default_uniform, zeros, Dtype)
+from skipdit_jax.models.layers import (dense, layer_norm, modulate, per_sample,
+                                       torch_default_bias, torch_default_uniform, zeros, Dtype)
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention with a fused qkv projection ([q; k; v], heads contiguous)."""
+  """Multi-head self-attention with a fused qkv projection ([q; k; v], heads contiguous).
+
+  x (..., T, D): attention over T; leading axes (e.g. a video's N, F) are folded into one."""
   hidden_size: int
   num_heads: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    n, t, d = x.shape
+    lead, (t, d) = x.shape[:-2], x.shape[-2:]
+    x = x.reshape(-1, t, d)
+    n = x.shape[0]
     hd = d // self.num_heads
     qkv = dense(3 * d, ("embed", "heads"), dtype=self.dtype, name="qkv")(x)
     q, k, v = jnp.split(qkv.reshape(n, t, 3, self.num_heads, hd), 3, axis=2)
@@ -25,7 +29,8 @@ class Attention(nn.Module):
     logits = jnp.einsum("nqhd,nkhd->nhqk", q, k).astype(jnp.float32) * hd ** -0.5
     probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     out = jnp.einsum("nhqk,nkhd->nqhd", probs, v).reshape(n, t, d)
-    return dense(d, ("heads", "embed"), dtype=self.dtype, name="proj")(out)
+    out = dense(d, ("heads", "embed"), dtype=self.dtype, name="proj")(out)
+    return out.reshape(*lead, t, d)
 
 
 class Mlp(nn.Module):
@@ -43,7 +48,8 @@ class Mlp(nn.Module):
 
 
 class DiTBlock(nn.Module):
-  """adaLN-Zero transformer block: x (N,T,D), c (N,D) -> (N,T,D)."""
+  """adaLN-Zero transformer block: x (N, ..., T, D), c (N, D) -> x's shape; attention over
+  T, one modulation per sample."""
   hidden_size: int
   num_heads: int
   mlp_ratio: float = 4.0
@@ -69,8 +75,8 @@ class DiTBlock(nn.Module):
 
   def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
     s_msa, sc_msa, g_msa, s_mlp, sc_mlp, g_mlp = self.modulation(c)
-    x = x + g_msa[:, None] * self.attn_branch(x, s_msa, sc_msa)
-    return x + g_mlp[:, None] * self.mlp_branch(x, s_mlp, sc_mlp)
+    x = x + per_sample(g_msa, x) * self.attn_branch(x, s_msa, sc_msa)
+    return x + per_sample(g_mlp, x) * self.mlp_branch(x, s_mlp, sc_mlp)
 
 
 class SkipFusion(nn.Module):

@@ -1,12 +1,15 @@
-"""Official PyTorch DiT / Skip-DiT state_dicts <-> our parameter trees.
+"""Official PyTorch DiT / Skip-DiT and Latte / Skip-Latte state_dicts <-> our parameter trees.
 
 One table (`_entries`) pairs every official key with our parameter path and a layout
 rule, so import and export are exact inverses:
   linear: torch (out, in) weight  <-> our (in, out) kernel (transpose)
   conv:   patch conv (D, C, p, p) <-> Dense kernel (p*p*C, D) over (row, col, channel)
   copy:   biases, LayerNorm scale/bias (torch `weight`), the label table
-`pos_embed` is a fixed buffer in the official model; import checks it equals our sin-cos
-table and drops it, export writes it back.
+`pos_embed` (and Latte's `temp_embed`) are fixed buffers in the official model; import
+checks they equal our sin-cos tables and drops them, export writes them back.
+Latte (shared/docs/VIDEO.md §1.6) has DiT's keys: `blocks.{i}` with even i spatial and odd
+i temporal, `skip_*.{j}` one per deep block pair (depth/4), no `y_embedder` when
+unconditional, plus `temp_embed (1, F, D)`.
 """
 from __future__ import annotations
 
@@ -18,15 +21,24 @@ import jax
 import numpy as np
 
 from skipdit_jax.models.dit import DiT, validate_shape
+from skipdit_jax.models.latte import Latte, temp_embed_table, validate_latte
 from skipdit_jax.models.layers import sincos_2d
-from skipdit_jax.models.registry import SIZES, init_params
+from skipdit_jax.models.registry import SIZES, Model, init_params
 from skipdit_jax.models.state_dict_io import StateDict, load_state_dict, save_safetensors
 
 Path = tuple[str, ...]
 _PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
+_WRAPPERS = ("ema", "model", "state_dict")  # training checkpoints: the EMA weights first
 
 
-def _entries(m: DiT) -> list[tuple[str, Path, str]]:
+def _num_fusions(m: Model) -> int:
+  """Skip fusions: one per deep block (DiT), one per deep block pair (Latte)."""
+  if not m.long_skip:
+    return 0
+  return m.depth // 4 if isinstance(m, Latte) else m.depth // 2
+
+
+def _entries(m: Model) -> list[tuple[str, Path, str]]:
   """(official key, our param path, layout rule) for every trainable tensor of `m`."""
   out: list[tuple[str, Path, str]] = []
 
@@ -38,7 +50,9 @@ def _entries(m: DiT) -> list[tuple[str, Path, str]]:
   out.append(("x_embedder.proj.bias", ("x_embedder", "bias"), "copy"))
   lin("t_embedder.mlp.0", ("t_embedder", "mlp_0"))
   lin("t_embedder.mlp.2", ("t_embedder", "mlp_2"))
-  out.append(("y_embedder.embedding_table.weight", ("y_embedder", "embedding_table"), "copy"))
+  if m.num_classes > 0:  # an unconditional Latte has no label table
+    out.append(("y_embedder.embedding_table.weight", ("y_embedder", "embedding_table"),
+                "copy"))
   for i in range(m.depth):
     b = (f"blocks_{i}",)
     lin(f"blocks.{i}.attn.qkv", b + ("attn", "qkv"))
@@ -46,7 +60,7 @@ def _entries(m: DiT) -> list[tuple[str, Path, str]]:
     lin(f"blocks.{i}.mlp.fc1", b + ("mlp", "fc1"))
     lin(f"blocks.{i}.mlp.fc2", b + ("mlp", "fc2"))
     lin(f"blocks.{i}.adaLN_modulation.1", b + ("adaLN_modulation",))
-  for j in range(m.depth // 2 if m.long_skip else 0):
+  for j in range(_num_fusions(m)):
     f = (f"skip_fusions_{j}",)
     out.append((f"skip_norms.{j}.weight", f + ("norm", "scale"), "copy"))
     out.append((f"skip_norms.{j}.bias", f + ("norm", "bias"), "copy"))
@@ -56,7 +70,7 @@ def _entries(m: DiT) -> list[tuple[str, Path, str]]:
   return out
 
 
-def _official_shape(rule: str, shape: tuple[int, ...], m: DiT) -> tuple[int, ...]:
+def _official_shape(rule: str, shape: tuple[int, ...], m: Model) -> tuple[int, ...]:
   if rule == "linear":
     return shape[::-1]
   if rule == "conv":
@@ -64,7 +78,7 @@ def _official_shape(rule: str, shape: tuple[int, ...], m: DiT) -> tuple[int, ...
   return shape
 
 
-def _to_ours(rule: str, a: np.ndarray, m: DiT) -> np.ndarray:
+def _to_ours(rule: str, a: np.ndarray, m: Model) -> np.ndarray:
   a = np.asarray(a, np.float32)
   if rule == "linear":
     return np.ascontiguousarray(a.T)
@@ -73,7 +87,7 @@ def _to_ours(rule: str, a: np.ndarray, m: DiT) -> np.ndarray:
   return a
 
 
-def _to_official(rule: str, a: np.ndarray, m: DiT) -> np.ndarray:
+def _to_official(rule: str, a: np.ndarray, m: Model) -> np.ndarray:
   a = np.asarray(a, np.float32)
   if rule == "linear":
     return np.ascontiguousarray(a.T)
@@ -83,24 +97,28 @@ def _to_official(rule: str, a: np.ndarray, m: DiT) -> np.ndarray:
   return a
 
 
-def _unrolled(m: DiT) -> DiT:
+def _unrolled(m: Model) -> DiT:
   """The same model with one parameter subtree per block (the layout the table names)."""
   return m.clone(scan_blocks=False) if getattr(m, "scan_blocks", False) else m
 
 
-def _param_shapes(m: DiT) -> dict[Path, tuple[int, ...]]:
+def _param_shapes(m: Model) -> dict[Path, tuple[int, ...]]:
   tree = jax.eval_shape(lambda r: init_params(_unrolled(m), r), jax.random.key(0))
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {tuple(k.key for k in path): tuple(s.shape) for path, s in flat}
 
 
-def official_shapes(m: DiT) -> dict[str, tuple[int, ...]]:
+def official_shapes(m: Model) -> dict[str, tuple[int, ...]]:
   """Every official key of `m` (without `pos_embed`) and its shape."""
   shapes = _param_shapes(m)
   return {name: _official_shape(rule, shapes[path], m) for name, path, rule in _entries(m)}
 
 
 def _strip_prefixes(sd: StateDict) -> StateDict:
+  for key in _WRAPPERS:  # {"ema": {...}, "opt": ...} as the released .pt files
+    if isinstance(sd.get(key), dict):
+      sd = sd[key]
+      break
   out = {}
   for k, v in sd.items():
     for p in _PREFIXES:
@@ -131,13 +149,31 @@ def check_pos_embed(pos: np.ndarray, m: DiT, atol: float = 1e-5) -> None:
                      "not reproduce its outputs")
 
 
-def from_official(state_dict: StateDict, m: DiT) -> dict:
+def check_temp_embed(temp: np.ndarray, m: Latte, atol: float = 1e-5) -> None:
+  """Latte's fixed frame table must equal ours and fit `num_frames`."""
+  f, d = m.num_frames, m.hidden_size
+  if tuple(temp.shape) not in ((1, f, d), (f, d)):
+    raise ValueError(f"temp_embed has shape {tuple(temp.shape)}, expected (1, {f}, {d}) for "
+                     f"num_frames={f}: pass the num_frames the checkpoint was trained with "
+                     f"(temp_embed's second axis)")
+  err = float(np.abs(np.asarray(temp, np.float64).reshape(f, d)
+                     - temp_embed_table(d, f)).max())
+  if err > atol:
+    raise ValueError(f"temp_embed differs from the fixed 1-D sin-cos frame table by "
+                     f"{err:.3g}; it is not trainable, so the checkpoint would not "
+                     "reproduce its outputs")
+
+
+def from_official(state_dict: StateDict, m: Model) -> dict:
   """Official state_dict (numpy arrays) -> our float32 params for module `m`.
 
   Raises a ValueError naming every missing, unexpected and misshaped key.
   """
   sd = _strip_prefixes(state_dict)
   pos = sd.pop("pos_embed", None)
+  temp = sd.pop("temp_embed", None) if isinstance(m, Latte) else None
+  if temp is not None:
+    check_temp_embed(np.asarray(temp), m)
   want = official_shapes(m)
   missing = [k for k in want if k not in sd]
   extra = [k for k in sd if k not in want]
@@ -166,7 +202,7 @@ def from_official(state_dict: StateDict, m: DiT) -> dict:
   return params
 
 
-def to_official(params: dict, m: DiT, *, with_pos_embed: bool = True) -> StateDict:
+def to_official(params: dict, m: Model, *, with_pos_embed: bool = True) -> StateDict:
   """Our params -> an official-named float32 state_dict that the PyTorch code loads."""
   if "block_stack" in params:
     from skipdit_jax.models import scan  # pylint: disable=import-outside-toplevel
@@ -184,21 +220,29 @@ def to_official(params: dict, m: DiT, *, with_pos_embed: bool = True) -> StateDi
   if with_pos_embed:
     sd["pos_embed"] = sincos_2d(m.hidden_size, m.input_size // m.patch_size)[None].astype(
         np.float32)
+    if isinstance(m, Latte):
+      sd["temp_embed"] = temp_embed_table(m.hidden_size, m.num_frames)[None].astype(np.float32)
   return sd
 
 
-def _describe(m: DiT) -> str:
-  return (f"{'Skip-DiT' if m.long_skip else 'DiT'} depth={m.depth} hidden={m.hidden_size} "
+def _describe(m: Model) -> str:
+  family = "Latte" if isinstance(m, Latte) else "DiT"
+  extra = f" num_frames={m.num_frames}" if isinstance(m, Latte) else ""
+  return (f"{'Skip-' if m.long_skip else ''}{family}{extra} depth={m.depth} hidden={m.hidden_size} "
           f"patch={m.patch_size} in_channels={m.in_channels} learn_sigma={m.learn_sigma}")
 
 
 def detect_fields(state_dict: StateDict, *, input_size: int | None = None,
-                  num_classes: int | None = None, num_heads: int | None = None) -> dict:
-  """DiT fields read from an official state_dict's shapes.
+                  num_classes: int | None = None, num_heads: int | None = None,
+                  num_frames: int | None = None) -> dict:
+  """DiT or Latte fields read from an official state_dict's shapes.
 
   `num_heads` is not visible in the shapes: by default it comes from the size registry
   by (depth, width). `input_size` comes from `pos_embed` when present (else 32);
-  `num_classes` from the label table (its last row is the null class).
+  `num_classes` from the label table (its last row is the null class). A Latte is
+  recognised by `temp_embed` (which fixes `num_frames`), by depth/4 skip fusions, or by
+  `num_frames` given; it has `video=True` in the result and no label table means
+  num_classes=0 (unconditional).
   """
   sd = _strip_prefixes(state_dict)
   if "x_embedder.proj.weight" not in sd:
@@ -210,8 +254,12 @@ def detect_fields(state_dict: StateDict, *, input_size: int | None = None,
   idx = {int(k.split(".")[1]) for k in sd if k.startswith("blocks.")}
   fusions = {int(k.split(".")[1]) for k in sd if k.startswith(("skip_norms.", "skip_linears."))}
   long_skip = bool(fusions)
-  # L/2 fusions also fix the depth, so a dict that lost its last blocks is caught too.
-  depth = max(max(idx, default=-1) + 1, 2 * (max(fusions) + 1) if fusions else 0)
+  blocks, n_fusions = max(idx, default=-1) + 1, max(fusions, default=-1) + 1
+  video = ("temp_embed" in sd or num_frames is not None
+           or (long_skip and 4 * n_fusions == blocks))
+  # L/2 fusions (L/4 for Latte's pairs) also fix the depth, so a dict that lost its last
+  # blocks is caught too.
+  depth = max(blocks, (4 if video else 2) * n_fusions)
   if sorted(idx) != list(range(depth)):
     gaps = sorted(set(range(depth)) - idx)
     raise ValueError(f"state_dict implies {depth} blocks but has none for blocks {gaps}")
@@ -227,8 +275,16 @@ def detect_fields(state_dict: StateDict, *, input_size: int | None = None,
   if "blocks.0.mlp.fc1.weight" in sd:
     fields["mlp_ratio"] = np.shape(sd["blocks.0.mlp.fc1.weight"])[0] / d
 
-  rows = np.shape(sd.get("y_embedder.embedding_table.weight", (1001, d)))[0]
-  if num_classes is None or rows == num_classes + 1:
+  if video:
+    fields.update(_video_fields(sd, num_frames))
+  table = "y_embedder.embedding_table.weight"
+  rows = np.shape(sd.get(table, (1001, d)))[0]
+  if video and table not in sd:
+    if num_classes:
+      raise ValueError(f"num_classes={num_classes}, but the state_dict has no {table}: it "
+                       "is an unconditional Latte; pass num_classes=0 (or leave it out)")
+    fields.update(num_classes=0, class_dropout_prob=0.0)
+  elif num_classes is None or rows == num_classes + 1:
     fields.update(num_classes=int(rows) - 1, class_dropout_prob=0.1)
   elif rows == num_classes:  # trained without label dropout: no null row
     fields.update(num_classes=int(rows), class_dropout_prob=0.0)
@@ -258,26 +314,45 @@ def detect_fields(state_dict: StateDict, *, input_size: int | None = None,
   return fields
 
 
+def _video_fields(sd: StateDict, num_frames: int | None) -> dict:
+  """`video` and `num_frames` of a Latte state_dict (temp_embed fixes the frame count)."""
+  if "temp_embed" not in sd:
+    return dict(video=True, num_frames=16 if num_frames is None else int(num_frames))
+  frames = int(np.shape(sd["temp_embed"])[-2])
+  if num_frames is not None and num_frames != frames:
+    raise ValueError(f"num_frames={num_frames} does not fit temp_embed "
+                     f"{tuple(np.shape(sd['temp_embed']))} (the official model is fixed to "
+                     f"its table's length): pass num_frames={frames}")
+  return dict(video=True, num_frames=frames)
+
+
 def load_official(path_or_state_dict: str | os.PathLike | StateDict, *,
                   input_size: int | None = None, num_classes: int | None = None,
-                  num_heads: int | None = None, **overrides) -> tuple[DiT, dict]:
-  """An official DiT / Skip-DiT checkpoint -> (our module, float32 params).
+                  num_heads: int | None = None, num_frames: int | None = None,
+                  **overrides) -> tuple[Model, dict]:
+  """An official DiT / Skip-DiT or Latte / Skip-Latte checkpoint -> (module, float32 params).
 
   Accepts a path (.safetensors; .pt/.pth with torch installed; .npz) or a dict of numpy
-  arrays. Size, patch, channels, long skips and learned sigma come from the shapes;
-  `overrides` set other DiT fields (e.g. dtype="bfloat16").
+  arrays (or one wrapped as {"ema": ...} / {"model": ...}). Size, patch, channels, long
+  skips, learned sigma and (Latte) frames come from the shapes; `overrides` set other
+  fields (e.g. dtype="bfloat16").
   """
   sd = (path_or_state_dict if isinstance(path_or_state_dict, dict)
         else load_state_dict(path_or_state_dict))
+  sd = _strip_prefixes(sd)
   fields = detect_fields(sd, input_size=input_size, num_classes=num_classes,
-                         num_heads=num_heads)
+                         num_heads=num_heads, num_frames=num_frames)
   fields.update(overrides)
-  module = DiT(**fields)
-  validate_shape(module)
+  if fields.pop("video", False):
+    module = Latte(**fields)
+    validate_latte(module)
+  else:
+    module = DiT(**fields)
+    validate_shape(module)
   return module, from_official(sd, module)
 
 
-def save_official(path: str | os.PathLike, params: dict, m: DiT) -> None:
+def save_official(path: str | os.PathLike, params: dict, m: Model) -> None:
   """Write params under official names: .safetensors, or .npz."""
   sd = to_official(params, m)
   ext = os.path.splitext(os.fspath(path))[1].lower()

@@ -13,17 +13,14 @@ import jax.numpy as jnp
 
 from skipdit_jax.models import scan, skip_pairs
 from skipdit_jax.models.blocks import DiTBlock, FinalLayer, SkipFusion
-from skipdit_jax.models.layers import LabelEmbedder, TimestepEmbedder, dense, sincos_2d
+from skipdit_jax.models.layers import (LabelEmbedder, TimestepEmbedder, dense, patchify,
+                                       sincos_2d, unpatchify)
 
 Skips = tuple[jax.Array, ...]
 
 
-class DiT(nn.Module):
-  """Class-conditional diffusion transformer on NHWC inputs.
-
-  x: (N, H, W, C), t: (N,) timesteps in [0, 999], y: (N,) labels -> (N, H, W, C_out),
-  C_out = 2C with a learned sigma (ε first, then the variance interpolation), else C.
-  """
+class TransformerFields(nn.Module):
+  """The fields DiT and Latte share (one config surface for both) and their derived sizes."""
   input_size: int = 32
   patch_size: int = 2
   in_channels: int = 4
@@ -46,6 +43,14 @@ class DiT(nn.Module):
   @property
   def num_tokens(self) -> int:
     return (self.input_size // self.patch_size) ** 2
+
+
+class DiT(TransformerFields):
+  """Class-conditional diffusion transformer on NHWC inputs.
+
+  x: (N, H, W, C), t: (N,) timesteps in [0, 999], y: (N,) labels -> (N, H, W, C_out),
+  C_out = 2C with a learned sigma (ε first, then the variance interpolation), else C.
+  """
 
   @property
   def num_units(self) -> int:
@@ -79,17 +84,12 @@ class DiT(nn.Module):
 
   def patchify(self, x: jax.Array) -> jax.Array:
     """(N, H, W, C) -> (N, T, p*p*C), tokens row-major, features ordered (p, p, C)."""
-    n, h, w, c = x.shape
-    p = self.patch_size
-    x = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(n, (h // p) * (w // p), p * p * c)
+    return patchify(x, self.patch_size)
 
   def unpatchify(self, x: jax.Array) -> jax.Array:
     """(N, T, p*p*C_out) -> (N, H, W, C_out)."""
-    n = x.shape[0]
-    p, g, c = self.patch_size, self.input_size // self.patch_size, self.out_channels
-    x = x.reshape(n, g, g, p, p, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(n, g * p, g * p, c)
+    return unpatchify(x, self.patch_size, self.input_size // self.patch_size,
+                      self.out_channels)
 
   def embed(self, x: jax.Array, t: jax.Array, y: jax.Array, *, train: bool = False,
             force_drop_ids: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:

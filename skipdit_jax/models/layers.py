@@ -52,9 +52,30 @@ def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
   return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
+def per_sample(v: jax.Array, x: jax.Array) -> jax.Array:
+  """A per-sample vector v (N, D) shaped to broadcast over x (N, ..., T, D)."""
+  return v.reshape(v.shape[:1] + (1,) * (x.ndim - 2) + v.shape[1:])
+
+
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
-  """adaLN modulation: x (N,T,D), shift/scale (N,D)."""
-  return x * (1 + scale[:, None, :]) + shift[:, None, :]
+  """adaLN modulation: x (N, ..., T, D), shift/scale (N, D): one modulation per sample
+  (a video's frames and patches share it)."""
+  return x * (1 + per_sample(scale, x)) + per_sample(shift, x)
+
+
+def patchify(x: jax.Array, p: int) -> jax.Array:
+  """(..., H, W, C) -> (..., T, p*p*C), tokens row-major, features ordered (p, p, C)."""
+  *lead, h, w, c = x.shape
+  x = x.reshape(*lead, h // p, p, w // p, p, c)
+  x = jnp.moveaxis(x, -4, -3)  # (..., h/p, w/p, p, p, C)
+  return x.reshape(*lead, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(x: jax.Array, p: int, grid: int, c: int) -> jax.Array:
+  """(..., T, p*p*C) -> (..., H, W, C) for a square grid of `grid` x `grid` tokens."""
+  lead = x.shape[:-2]
+  x = jnp.moveaxis(x.reshape(*lead, grid, grid, p, p, c), -3, -4)  # (..., g, p, g, p, C)
+  return x.reshape(*lead, grid * p, grid * p, c)
 
 
 def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:

@@ -3,8 +3,14 @@
 A plan is plain Python, built and validated before `jit`. Steps are listed in
 execution order (respaced index S-1 down to 0), each with the original timestep
 the model sees. Rule: a step is full when it lies outside the timestep window
-[lo, hi), or when `interval` steps have passed since the last full step; every
-other step is cached. The first step is always full.
+[lo, hi), or when the interval counter says so, or when it comes after the first step
+with t < tail_t; every other step is cached. The first step is always full.
+
+Interval counters (`counter`): "since_full" (default) makes a step full when `interval`
+steps have passed since the last full step; "global" when its index s (0 = the first
+step) is a multiple of `interval`, whatever forced full steps came before: the official
+class-to-video Latte's call counter `cache_cont % N` (shared/docs/VIDEO.md §1.5), which
+with its t >= 900 full steps gives another phase than "since_full" for N >= 3.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import numpy as np
 from skipdit_jax.sampling.policies import POLICIES
 
 FULL = "full"
+COUNTERS = ("since_full", "global")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,16 +43,22 @@ class CachePlan:
   forecast_order: int = 2
   delta_blocks: int = 0
   delta_switch_t: int = 500
+  counter: str = "since_full"
+  tail_t: int = 0
 
   @classmethod
   def create(cls, policy: str, *, timesteps: Sequence[int], depth: int, long_skip: bool,
              interval: int = 1, k: int = 1, window: Sequence[int] = (0, 1000),
              forecast_order: int = 2, delta_blocks: int = 0,
-             delta_switch_t: int = 500) -> "CachePlan":
+             delta_switch_t: int = 500, counter: str = "since_full",
+             tail_t: int = 0) -> "CachePlan":
     """Validates every field (errors name the config field) and lays out the steps.
 
     timesteps: original timesteps in execution order (high noise first).
     window: (lo, hi), cache only at steps with lo <= t < hi.
+    counter: "since_full" or "global" (see the module docstring).
+    tail_t: every step after the first one with t < tail_t is full (the official caches
+      drop their feature there: Latte t < 50, so 50; DiT t <= 20, so 21); 0 = off.
     delta_blocks: Δ-DiT range size m; 0 picks L - 2k (the cost of Skip-Cache).
     """
     if policy not in POLICIES:
@@ -53,6 +66,11 @@ class CachePlan:
     _check_int("sample.cache.interval", interval, 1, "a full step every N steps; 1 = no caching")
     _check_int("sample.num_steps", len(timesteps), 1, "at least one sampling step")
     lo, hi = _check_window(window)
+    if counter not in COUNTERS:
+      raise ValueError(f"sample.cache.counter={counter!r} is not one of {list(COUNTERS)} "
+                       "('global' = the official Latte step counter).")
+    _check_int("sample.cache.tail_t", tail_t, 0,
+               "steps after the first one with t < tail_t are full; 0 = off", 1000)
     if not any(lo <= t < hi for t in timesteps) and interval > 1 and policy != "none":
       raise ValueError(f"sample.cache.window=({lo}, {hi}) contains none of the sampling "
                        f"timesteps {timesteps[0]}..{timesteps[-1]}, so nothing would be "
@@ -75,22 +93,24 @@ class CachePlan:
       m = delta_blocks or depth - 2 * k
       _check_int("sample.cache.delta_blocks", m, 1,
                  f"reuse 1..{depth - 1} blocks (0 = depth - 2k)", depth - 1)
-    actions, since = [], 0
+    actions, since, tail = [], 0, False
     for s, t in enumerate(timesteps):
-      if s == 0 or not lo <= t < hi or since + 1 >= interval or policy == "none":
+      due = s % interval == 0 if counter == "global" else since + 1 >= interval
+      if s == 0 or not lo <= t < hi or due or tail or policy == "none":
         actions.append(FULL)
         since = 0
       else:
         since += 1
         actions.append(("rear" if t >= delta_switch_t else "front")
                        if policy == "delta_dit" else "cached")
+      tail = tail or t < tail_t
     cached_cost = {"skip_cache": 2 * k, "skip_cache_forecast": 2 * k, "deep_cache": k,
                    "fora": 0, "delta_dit": depth - m}.get(policy, depth)
     cost = tuple(depth if a == FULL else cached_cost for a in actions)
     return cls(policy=policy, depth=depth, interval=interval, k=k, window=(lo, hi),
                timesteps=tuple(int(t) for t in timesteps), actions=tuple(actions),
                cost=cost, forecast_order=forecast_order, delta_blocks=m,
-               delta_switch_t=delta_switch_t)
+               delta_switch_t=delta_switch_t, counter=counter, tail_t=int(tail_t))
 
   @property
   def num_steps(self) -> int:
@@ -135,8 +155,10 @@ def _check_window(window: Sequence[int]) -> tuple[int, int]:
 def describe(plan: CachePlan) -> str:
   """A few human lines: policy, schedule, the step pattern, block counts, ideal speedup."""
   marks = "".join("F" if a == FULL else a[0] for a in plan.actions)
-  lines = [f"cache plan: policy={plan.policy} interval N={plan.interval} k={plan.k} "
-           f"window=[{plan.window[0]}, {plan.window[1]}) steps={plan.num_steps} "
+  tail = f" tail t<{plan.tail_t}" if plan.tail_t else ""
+  lines = [f"cache plan: policy={plan.policy} interval N={plan.interval} ({plan.counter}) "
+           f"k={plan.k} window=[{plan.window[0]}, {plan.window[1]}){tail} "
+           f"steps={plan.num_steps} "
            f"(full {plan.num_steps - plan.num_cached}, cached {plan.num_cached})"]
   if plan.policy == "skip_cache_forecast":
     lines.append(f"  forecast order {plan.forecast_order} (finite differences in t)")

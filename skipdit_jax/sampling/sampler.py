@@ -213,7 +213,7 @@ def options_from_config(sample: Any) -> dict:
   cache = get(sample, "cache", None)
   if cache is not None:
     for key in ("policy", "interval", "k", "window", "forecast_order", "delta_blocks",
-                "delta_switch_t", "fused"):
+                "delta_switch_t", "counter", "tail_t", "fused"):
       if get(cache, key, None) is not None:
         opts[key] = get(cache, key, None)
   return opts
@@ -230,14 +230,15 @@ def respaced_plan(model: Any, diffusion: D.Diffusion,
                   num_steps: Union[int, str, Sequence[int]] = 50, *, policy: str = "none",
                   interval: int = 1, k: int = 1, window: Sequence[int] = (0, 1000),
                   forecast_order: int = 2, delta_blocks: int = 0,
-                  delta_switch_t: int = 500,
+                  delta_switch_t: int = 500, counter: str = "since_full", tail_t: int = 0,
                   **unused) -> tuple[D.Diffusion, CachePlan]:
   """(respaced diffusion, plan) exactly as `generate` builds them; extra keyword
   arguments (sampler, eta, ...) are ignored, so `generate`'s kwargs can be passed."""
   spaced = D.respace(diffusion, num_steps)
   return spaced, make_plan(model, spaced, policy, interval=interval, k=k,
                            window=tuple(window), forecast_order=forecast_order,
-                           delta_blocks=delta_blocks, delta_switch_t=delta_switch_t)
+                           delta_blocks=delta_blocks, delta_switch_t=delta_switch_t,
+                           counter=counter, tail_t=tail_t)
 
 
 def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
@@ -246,7 +247,8 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
              cfg_scale: float = 1.0, guided_channels: Optional[int] = None,
              clip_denoised: bool = False, policy: str = "none", interval: int = 1,
              k: int = 1, window: Sequence[int] = (0, 1000), forecast_order: int = 2,
-             delta_blocks: int = 0, delta_switch_t: int = 500, fused: bool = False,
+             delta_blocks: int = 0, delta_switch_t: int = 500, counter: str = "since_full",
+             tail_t: int = 0, fused: bool = False,
              noise: Optional[jax.Array] = None) -> np.ndarray:
   """Samples images for `labels` from a DiT / Skip-DiT, optionally with a cache.
 
@@ -259,20 +261,22 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
     sampler: "ddim" or "ddpm"; eta: DDIM η; cfg_scale: guidance (1.0 = off; else the
       batch is doubled inside the step, the second half with the null class);
       guided_channels: guide only the first C' eps channels (DiT's sampler uses 3).
-    policy, interval, k, window, forecast_order, delta_blocks, delta_switch_t: the
-      cache plan (see `CachePlan.create`; `config.sample.cache.*`). Default: no cache.
+    policy, interval, k, window, forecast_order, delta_blocks, delta_switch_t, counter,
+      tail_t: the cache plan (see `CachePlan.create`; `config.sample.cache.*`). Default: no cache.
     fused: run the plan as a few compiled `fori_loop`s over its repeating segments
       (`Sampler.sample_fused`) instead of one dispatch per step.
-    noise: optional (N, H, W, C) x_T to use instead of drawing it from `rng`.
+    noise: optional (N, *model.sample_shape) x_T (images (N, H, W, C), Latte videos
+      (N, F, H, W, C)) to use instead of drawing it from `rng`.
   Returns:
-    (N, H, W, C) float32 numpy samples in the data scale (≈ [-1, 1]; not clipped).
+    (N, *model.sample_shape) float32 numpy samples in the data scale (≈ [-1, 1]; not clipped).
   """
   solver = SolverConfig(sampler=sampler, eta=float(eta), cfg_scale=float(cfg_scale),
                         guided_channels=guided_channels, clip_denoised=clip_denoised)
   spaced, plan = respaced_plan(model, diffusion, num_steps, policy=policy,
                                interval=interval, k=k, window=window,
                                forecast_order=forecast_order, delta_blocks=delta_blocks,
-                               delta_switch_t=delta_switch_t)
+                               delta_switch_t=delta_switch_t, counter=counter,
+                               tail_t=tail_t)
   labels = jnp.asarray(labels, jnp.int32)
   if labels.ndim != 1:
     raise ValueError(f"labels must be (N,) ints, got shape {labels.shape}")

@@ -53,6 +53,9 @@ class SolverConfig:
 
 def check_model(model: Any, solver: SolverConfig) -> None:
   """Errors that name the field, before anything is traced."""
+  if solver.guided and getattr(model, "num_classes", 1) == 0:
+    raise ValueError(f"sample.cfg_scale={solver.cfg_scale} needs labels, but the model is "
+                     "unconditional (data.num_classes=0): use sample.cfg_scale=1.0.")
   if solver.guided and not model.class_dropout_prob > 0:
     raise ValueError(f"sample.cfg_scale={solver.cfg_scale} needs the null class, but the "
                      "model has model.class_dropout_prob=0 (no null row); use "

@@ -38,6 +38,8 @@ def model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
                 in_channels=get_field(config, "data.channels"),
                 num_classes=get_field(config, "data.num_classes"), patch_size=patch, depth=depth,
                 hidden_size=width, num_heads=heads, long_skip=long_skip)
+  if models.is_video(config.model.name):  # Latte: frames per clip
+    fields["num_frames"] = get_field(config, "data.num_frames", 16)
   for key in _MODEL_OVERRIDES:
     value = get_field(config, f"model.{key}")
     if value is not None:
@@ -45,8 +47,8 @@ def model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return fields
 
 
-def build_model(config: ml_collections.ConfigDict) -> models.DiT:
-  """The DiT of `config.model.name`, with `config.model.*` and `config.data.*` overriding."""
+def build_model(config: ml_collections.ConfigDict) -> models.DiT | models.Latte:
+  """The DiT or Latte of `config.model.name`, `config.model.*` / `config.data.*` overriding."""
   return models.create(config.model.name, **model_fields(config))
 
 
