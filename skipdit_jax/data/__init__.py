@@ -11,6 +11,7 @@ from skipdit_jax.data.pipeline import BatchIterator
 from skipdit_jax.data.sources import (SOURCES, check_data_shape, load_source,
                                       register_source)
 from skipdit_jax.data import debian, embedded, latents, tfds_source  # noqa: F401  (register built-in sources)
+from skipdit_jax.data import moving_digits  # noqa: F401,E402
 
 __all__ = ["SOURCES", "BatchIterator", "check_data_shape", "load_source", "parse_idx", "read_idx",
            "register_source"]

@@ -1,0 +1,159 @@
+"""Video data: moving digits, clip folders, tfds video sets, rank-5 batches through the
+pipeline (skipdit_jax/data), GIF writing (skipdit_jax/eval/video_io.py)."""
+import ml_collections
+import numpy as np
+import pytest
+
+from skipdit_jax import data
+from skipdit_jax.data import moving_digits as md
+from skipdit_jax.errors import ConfigError
+
+
+def _data(**video):
+  return dict(num_frames=video.pop("num_frames", 10), image_size=video.pop("image_size", 20),
+              video=dict(num_clips=64, num_test_clips=16, **video))
+
+
+def _reflect(p0, v, f, limit):
+  """Closed-form bounce: unfold the wall reflections into a triangle wave of period 2L."""
+  q = np.mod(p0 + v * np.arange(f), 2 * limit)
+  return limit - np.abs(limit - q)
+
+
+def _paste(canvas_size, glyphs, positions, colours):
+  """Independent compositing: per-pixel max of each coloured glyph at (y, x)."""
+  c = colours[0].shape[0]
+  out = np.zeros((canvas_size, canvas_size, c))
+  for g, (y, x), col in zip(glyphs, positions, colours):
+    s = g.shape[0]
+    out[y:y + s, x:x + s] = np.maximum(out[y:y + s, x:x + s], g[..., None] * col)
+  return out * 2 - 1
+
+
+@pytest.mark.parametrize("speed", [1, 3, 7])
+def test_positions_follow_the_closed_form_bounce_and_pixels_are_the_digit(speed):
+  # digits are 8x8 on a 20 px canvas: positions in [0, 12]; speed 7 reflects every ~2 frames
+  clips = md.MovingDigits(md.MovingDigitsSpec.from_config(_data(speed=speed)), "train")
+  assert clips.limit == 12
+  sk = data.load_source("digits")[0]
+  for i in range(8):
+    p = clips.params(i)
+    ys = _reflect(p["start"][0, 0], p["velocity"][0, 0], 10, 12)
+    xs = _reflect(p["start"][0, 1], p["velocity"][0, 1], 10, 12)
+    np.testing.assert_array_equal(clips.positions(i)[0], np.stack([ys, xs], -1))
+    assert abs(p["velocity"][0, 0]) == abs(p["velocity"][0, 1]) == speed
+    # the pixels: the sklearn image with that pool row, scaled to [0, 1], at (ys, xs)
+    train_rows = np.flatnonzero(np.arange(len(sk)) % 5 != 0)
+    glyph = (sk[train_rows[p["rows"][0]], ..., 0] + 1) / 2
+    clip = clips[np.array([i])][0]
+    assert clip.shape == (10, 20, 20, 1) and clip.dtype == np.float32
+    for f in range(10):
+      want = _paste(20, [glyph], [(int(ys[f]), int(xs[f]))], [np.ones(1)])
+      np.testing.assert_allclose(clip[f], want, atol=1e-6)
+    # the label is the class of the digit image used
+    assert clips.labels[i] == data.load_source("digits")[1][train_rows[p["rows"][0]]]
+
+
+def test_two_rgb_digits_direction_labels_and_resized_mnist():
+  spec = md.MovingDigitsSpec.from_config(_data(
+      digit_source="mnist5k", digit_size=12, num_digits=2, colour="rgb",
+      label="digit_direction", speed=2, image_size=32, num_frames=6))
+  assert spec.channels == 3 and spec.num_classes == 40
+  clips = md.MovingDigits(spec, "test")
+  x = clips[np.arange(4)]
+  assert x.shape == (4, 6, 32, 32, 3) and -1 <= x.min() and x.max() <= 1
+  assert clips.pool.shape[1:] == (12, 12)
+  for i in range(4):
+    p = clips.params(i)
+    pos = [np.stack([_reflect(p["start"][j, a], p["velocity"][j, a], 6, 20) for a in range(2)],
+                    -1).astype(int) for j in range(2)]
+    for f in range(6):
+      want = _paste(32, clips.pool[p["rows"]], [pos[0][f], pos[1][f]], p["colour"])
+      np.testing.assert_allclose(x[i, f], want, atol=1e-6)
+    dy, dx = np.sign(p["velocity"][0])
+    direction = {(1, 1): 0, (1, -1): 1, (-1, 1): 2, (-1, -1): 3}[(dy, dx)]
+    assert clips.labels[i] == 4 * p["digit"][0] + direction
+  labels = clips.labels
+  assert labels.min() >= 0 and labels.max() < 40
+
+
+def test_seeded_and_split_dependent():
+  a = data.load_source("moving_digits", data=_data(seed=1))[0]
+  b = data.load_source("moving_digits", data=_data(seed=1))[0]
+  c = data.load_source("moving_digits", data=_data(seed=2))[0]
+  t = data.load_source("moving_digits", split="test", data=_data(seed=1))[0]
+  rows = np.arange(8)
+  np.testing.assert_array_equal(a[rows], b[rows])
+  assert not np.array_equal(a[rows], c[rows]) and not np.array_equal(a[rows], t[rows])
+  # clip i depends only on (seed, split, i): asking in another order gives the same clips
+  np.testing.assert_array_equal(a[np.array([5, 2])], a[rows][[5, 2]])
+  assert a.shape == (64, 10, 20, 20, 1) and t.shape == (16, 10, 20, 20, 1)
+
+
+def test_batch_iterator_resume_and_process_shards_on_clips():
+  clips, labels, _ = data.load_source("moving_digits", data=_data())
+  whole = data.BatchIterator(clips, labels, 8, 5, random_flip=True)
+  ref = [next(whole) for _ in range(10)]  # 8 batches per epoch: crosses an epoch
+  resumed = data.BatchIterator(clips, labels, 8, 5, random_flip=True)
+  for _ in range(3):
+    next(resumed)
+  state = resumed.state()
+  again = data.BatchIterator(clips, labels, 8, 5, random_flip=True)
+  again.restore(state)
+  for k in range(3, 10):
+    b = next(again)
+    np.testing.assert_array_equal(b["image"], ref[k]["image"])
+    np.testing.assert_array_equal(b["label"], ref[k]["label"])
+  for k in (0, 9):
+    parts = [data.BatchIterator(clips, labels, 8, 5, random_flip=True, start_position=k,
+                                process_index=p, process_count=2) for p in range(2)]
+    halves = [next(p) for p in parts]
+    np.testing.assert_array_equal(np.concatenate([h["image"] for h in halves]),
+                                  ref[k]["image"])
+    # disjoint rows: the generated clips of the two halves are different clips
+    a, b = (h["image"].reshape(4, -1) for h in halves)
+    assert not any(np.array_equal(u, w) for u in a for w in b)
+  # flips mirror W, the second-last axis of a clip: compare to the unflipped clip
+  perm = np.random.default_rng([5, 0]).permutation(64)[:8]
+  raw = clips[perm]
+  flip = np.random.default_rng([5, 0, 0]).random(8) < 0.5
+  want = np.where(flip[:, None, None, None, None], raw[:, :, :, ::-1], raw)
+  np.testing.assert_array_equal(ref[0]["image"], want)
+
+
+def test_config_errors_name_the_fields():
+  with pytest.raises(ValueError, match="data.num_frames"):
+    data.load_source("moving_digits", data=dict(num_frames=0, image_size=32))
+  with pytest.raises(ValueError, match="data.video.colour"):
+    data.load_source("moving_digits", data=_data(colour="blue"))
+  with pytest.raises(ValueError, match="data.image_size"):
+    data.load_source("moving_digits", data=_data(image_size=8))
+  with pytest.raises(ValueError, match="unknown field"):
+    data.load_source("moving_digits", data=_data(speeed=2))
+  cfg = ml_collections.ConfigDict(dict(data=dict(name="moving_digits", image_size=20,
+                                                 channels=1, num_classes=10, num_frames=8)))
+  with pytest.raises(ConfigError, match="data.num_frames=10"):
+    data.check_data_shape(cfg, (64, 10, 20, 20, 1), 10)
+  cfg.data.num_frames = 0
+  with pytest.raises(ConfigError, match="data.num_frames=10"):
+    data.check_data_shape(cfg, (64, 10, 20, 20, 1), 10)
+  cfg.data.num_frames = 10
+  data.check_data_shape(cfg, (64, 10, 20, 20, 1), 10)
+  with pytest.raises(ConfigError, match="data.channels=3"):
+    data.check_data_shape(cfg, (64, 10, 20, 20, 3), 10)
+  with pytest.raises(ConfigError, match="video source"):
+    data.check_data_shape(cfg, (64, 20, 20, 1), 10)
+
+
+def test_preview_cli_writes_an_animated_gif(tmp_path):
+  from skipdit_jax.eval import video_io
+  md.main(["--out", str(tmp_path), "--num", "4", "--num_frames", "5", "--image_size", "16",
+           "--scale", "2", "--colour", "rgb"])
+  frames = video_io.read_gif(tmp_path / "moving_digits.gif")
+  saved = np.load(tmp_path / "moving_digits.npz")
+  assert saved["clips"].shape == (4, 5, 16, 16, 3) and saved["labels"].shape == (4,)
+  # 2x2 grid of 2x-upscaled 16 px clips with 1 px padding: 2 * (32 + 1) + 1 = 67
+  assert frames.shape == (5, 67, 67, 3)
+  # frame f's top-left tile is clip 0's frame f, upscaled (GIF palette: close, not exact)
+  want = np.round((saved["clips"][0] + 1) * 127.5).repeat(2, 1).repeat(2, 2)
+  assert np.abs(frames[:, 1:33, 1:33].astype(float) - want).mean() < 8
