@@ -157,3 +157,59 @@ def test_preview_cli_writes_an_animated_gif(tmp_path):
   # frame f's top-left tile is clip 0's frame f, upscaled (GIF palette: close, not exact)
   want = np.round((saved["clips"][0] + 1) * 127.5).repeat(2, 1).repeat(2, 2)
   assert np.abs(frames[:, 1:33, 1:33].astype(float) - want).mean() < 8
+
+
+def _problems(config):
+  from skipdit_jax.config_check import check_config
+  with pytest.raises(ConfigError) as info:
+    check_config(config, num_devices=1)
+  return "\n".join(info.value.problems)
+
+
+def test_config_check_video_fields_before_loading():
+  from configs.default import get_config
+  from skipdit_jax.config_check import check_config
+  from skipdit_jax.data import video_fields
+  c = get_config()
+  assert dict(c.data.video) == video_fields.DEFAULTS  # the documented defaults are the code's
+  c.data.name, c.data.num_frames, c.data.image_size = "moving_digits", 8, 16
+  check_config(c, num_devices=1)
+  c.data.video.colour, c.data.video.label = "rgb", "digit_direction"
+  text = _problems(c)
+  assert "data.channels=3" in text and "data.num_classes=40" in text
+  c = get_config()
+  c.data.num_frames = 8  # digits are images
+  assert "data.num_frames=0" in _problems(c)
+  c.data.name = "moving_digits"  # 8 px canvas cannot hold a moving 8 px digit
+  assert "config.data.image_size" in _problems(c)
+  c.data.num_frames = -1
+  assert "data.num_frames=-1" in _problems(c)
+
+
+_SHARD_SCRIPT = r"""
+import numpy as np
+from skipdit_jax import parallel
+mesh = parallel.make_mesh((2, 2, 2))
+x = np.arange(8 * 3 * 4 * 4 * 2, dtype=np.float32).reshape(8, 3, 4, 4, 2)
+g = parallel.make_global_batch({"image": x}, mesh)["image"]
+assert g.shape == x.shape, g.shape
+np.testing.assert_array_equal(np.asarray(g), x)
+rows = set()
+for shard in g.addressable_shards:  # rows split over data x fsdp; F, H, W, C whole
+  assert shard.data.shape == (2, 3, 4, 4, 2), shard.data.shape
+  np.testing.assert_array_equal(np.asarray(shard.data), x[shard.index])
+  rows.add(shard.index[0].start)
+assert rows == {0, 2, 4, 6}, rows
+print("ok")
+"""
+
+
+def test_rank5_batches_shard_over_the_batch_axes_only():
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT], env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]

@@ -185,7 +185,25 @@ class MovingDigits(LazyRows):
     return np.stack([self.clip(int(i)) for i in rows])
 
 
-@register_source(NAME, configurable=True)
+def check_config(data: Any) -> list[str]:
+  """Problems of `config.data` for moving_digits (fields, channels, classes), no loading."""
+  try:
+    spec = MovingDigitsSpec.from_config(data)
+  except ValueError as e:
+    return [str(e)]
+  problems = []
+  if data.get("channels") != spec.channels:
+    problems.append(f"config.data.channels={data.get('channels')} but data.video.colour="
+                    f"{spec.colour!r} makes {spec.channels}-channel clips: set "
+                    f"data.channels={spec.channels} (or colour={'rgb' if spec.channels == 1 else 'grey'})")
+  if data.get("num_classes") != spec.num_classes:
+    problems.append(f"config.data.num_classes={data.get('num_classes')} but data.video.label="
+                    f"{spec.label!r} has {spec.num_classes} classes: set "
+                    f"data.num_classes={spec.num_classes}")
+  return problems
+
+
+@register_source(NAME, video_check=check_config)
 def moving_digits(split: str, data: Any = None):
   """`config.data.name = "moving_digits"`: (MovingDigits clips, labels, num_classes)."""
   spec = MovingDigitsSpec.from_config(data)

@@ -18,18 +18,26 @@ from skipdit_jax.data.pipeline import LazyRows
 from skipdit_jax.errors import ConfigError
 
 Source = Callable[..., tuple[Any, np.ndarray, int]]
+VideoCheck = Callable[[Any], list[str]]
 SOURCES: dict[str, Source] = {}
 CONFIGURABLE: set[str] = set()
+# Sources that can make clips, with their config check: `config.data` -> problem lines
+# (each naming the field and the fix), run by config_check before anything is loaded.
+VIDEO_SOURCES: dict[str, VideoCheck] = {}
 
 
-def register_source(name: str, *, configurable: bool = False) -> Callable[[Source], Source]:
-  """Decorator that adds a source under `name` (unique); see the module docstring."""
+def register_source(name: str, *, configurable: bool = False,
+                    video_check: Optional[VideoCheck] = None) -> Callable[[Source], Source]:
+  """Decorator that adds a source under `name` (unique); see the module docstring.
+  `video_check` marks a video source (implies configurable)."""
   def add(fn: Source) -> Source:
     if name in SOURCES:
       raise ValueError(f"dataset source {name!r} is registered twice")
     SOURCES[name] = fn
-    if configurable or name.endswith(":"):
+    if configurable or video_check is not None or name.endswith(":"):
       CONFIGURABLE.add(name)
+    if video_check is not None:
+      VIDEO_SOURCES[name] = video_check
     return fn
   return add
 
