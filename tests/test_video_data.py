@@ -213,3 +213,87 @@ def test_rank5_batches_shard_over_the_batch_axes_only():
   r = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT], env=env, capture_output=True,
                      text=True, timeout=300)
   assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+# --- clip folders (clips:DIR) --------------------------------------------------------------
+
+def _write_folder(root):
+  """Two classes; clips as a frame folder, a .npy and a .gif. Frame k of every clip is a
+  flat colour whose red value is 10 * k (+ 100 for the .npy), so the frame index shows."""
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  frames = {}
+  (root / "b_run").mkdir(parents=True)
+  (root / "a_jump" / "clip0").mkdir(parents=True)
+  f0 = np.zeros((12, 24, 24, 3), np.uint8)  # frame folder, 12 frames of 24x24
+  for k in range(12):
+    f0[k, ..., 0] = 10 * k
+    f0[k, ..., 1] = rng.integers(0, 255)
+    Image.fromarray(f0[k]).save(root / "a_jump" / "clip0" / f"frame_{k}.png")  # frame_10 > frame_9
+  frames["a_jump/clip0"] = f0
+  f1 = np.zeros((9, 16, 16, 3), np.uint8)  # .npy, 9 frames
+  f1[..., 0] = (100 + 10 * np.arange(9))[:, None, None]
+  np.save(root / "b_run" / "c1.npy", f1)
+  frames["b_run/c1"] = f1
+  f2 = np.zeros((7, 16, 16, 3), np.uint8)  # .gif, 7 frames (palette: grey levels stay exact)
+  f2[...] = (20 * np.arange(7))[:, None, None, None]
+  pics = [Image.fromarray(f) for f in f2]
+  pics[0].save(root / "b_run" / "c2.gif", save_all=True, append_images=pics[1:], duration=100)
+  frames["b_run/c2"] = f2
+  return frames
+
+
+def _clip_data(**video):
+  return dict(num_frames=video.pop("num_frames", 3), image_size=video.pop("image_size", 8),
+              channels=3, video=video)
+
+
+def test_clip_folders_take_strided_windows_resized(tmp_path):
+  raw = _write_folder(tmp_path)
+  spec = f"clips:{tmp_path}"
+  x, y, k = data.load_source(spec, data=_clip_data(frame_stride=3))
+  assert k == 2 and x.shape == (3, 3, 8, 8, 3) and y.tolist() == [0, 1, 1]
+  got = (x[np.arange(3)].astype(np.float64) + 1) * 127.5
+  # flat frames survive resizing unchanged: frame j of the clip is raw frame 3 * j
+  for row, name in enumerate(["a_jump/clip0", "b_run/c1", "b_run/c2"]):
+    want = raw[name][[0, 3, 6], :1, :1].astype(np.float64)  # (3, 1, 1, 3)
+    np.testing.assert_allclose(got[row], np.broadcast_to(want, got[row].shape), atol=0.6)
+  # random start: inside each clip, a strided window, fixed by the seed
+  xr, _, _ = data.load_source(spec, data=_clip_data(frame_stride=2, random_start=True, seed=4))
+  xr2, _, _ = data.load_source(spec, data=_clip_data(frame_stride=2, random_start=True, seed=4))
+  a = (xr[np.arange(3)].astype(np.float64) + 1) * 127.5
+  np.testing.assert_array_equal(a, xr2[np.arange(3)].astype(np.float64) * 127.5 + 127.5)
+  starts = []
+  for row, name in enumerate(["a_jump/clip0", "b_run/c1", "b_run/c2"]):
+    t = len(raw[name])
+    ref = raw[name][:, 0, 0].astype(np.float64)
+    match = [s for s in range(t - 4) if np.allclose(a[row, :, 0, 0], ref[s:s + 5:2], atol=0.6)]
+    assert len(match) == 1, (name, a[row, :, 0, 0])
+    starts.append(match[0])
+  sk = np.random.default_rng([4, 0]).integers(0, 12 - 5 + 1)  # the clip's own seeded draw
+  assert starts[0] == sk
+  # grey conversion and the batch iterator over the lazy column and labels
+  xg, yg, _ = data.load_source(spec, data=dict(_clip_data(), channels=1))
+  b = next(data.BatchIterator(xg, yg, 2, 0))
+  perm = np.random.default_rng([0, 0]).permutation(3)[:2]
+  assert b["image"].shape == (2, 3, 8, 8, 1) and b["label"].tolist() == [[0, 1, 1][p] for p in perm]
+
+
+def test_clip_folder_errors(tmp_path):
+  _write_folder(tmp_path)
+  spec = f"clips:{tmp_path}"
+  with pytest.raises(ValueError, match="frame_stride=5"):  # 7-frame gif cannot give 3 x 5
+    data.load_source(spec, data=_clip_data(frame_stride=5))[0][np.arange(3)]
+  (tmp_path / "b_run" / "c3.mp4").write_bytes(b"\x00")
+  import importlib.util
+  if importlib.util.find_spec("av") is None:
+    with pytest.raises(ValueError, match=r"\.mp4.*pip install av"):
+      data.load_source(spec, data=_clip_data())
+  (tmp_path / "b_run" / "c3.mp4").unlink()
+  (tmp_path / "b_run" / "notes.txt").write_text("x")
+  with pytest.raises(ValueError, match="notes.txt: not a clip"):
+    data.load_source(spec, data=_clip_data())
+  with pytest.raises(ValueError, match="not a directory"):
+    data.load_source(f"clips:{tmp_path}/missing", data=_clip_data())
+  from skipdit_jax.data import clips
+  assert "frame_stride=0" in clips.check_config(_clip_data(frame_stride=0))[0]

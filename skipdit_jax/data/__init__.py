@@ -13,7 +13,7 @@ from skipdit_jax.data.pipeline import LazyRows
 from skipdit_jax.data.sources import (SOURCES, VIDEO_SOURCES, check_data_shape, load_source,
                                       register_source, source_key)
 from skipdit_jax.data import debian, embedded, latents, tfds_source  # noqa: F401  (register built-in sources)
-from skipdit_jax.data import moving_digits  # noqa: F401,E402
+from skipdit_jax.data import clips, moving_digits  # noqa: F401,E402
 
 __all__ = ["SOURCES", "VIDEO_SOURCES", "BatchIterator", "LazyRows", "check_data_shape",
            "load_source", "parse_idx", "read_idx", "register_source", "source_key"]

@@ -39,12 +39,13 @@ class BatchIterator:
                start_position: int = 0, process_index: int = 0, process_count: int = 1):
     if not isinstance(images, LazyRows):
       images = np.asarray(images)
-    labels = np.asarray(labels)
+    if not isinstance(labels, LazyRows):
+      labels = np.asarray(labels)
     if len(images.shape) not in (4, 5):
       raise ValueError(f"images must be (N, H, W, C) or clips (N, F, H, W, C), got shape "
                        f"{images.shape}")
     n = images.shape[0]
-    if labels.shape != (n,):
+    if tuple(labels.shape) != (n,):
       raise ValueError(f"labels must be ({n},) to match images, got {labels.shape}")
     if n == 0:
       raise ValueError("the dataset is empty (0 examples)")

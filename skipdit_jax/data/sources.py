@@ -74,7 +74,8 @@ def load_source(name: str, *, split: str = "train", data: Any = None
     images, labels, num_classes = fn(split)
   if not isinstance(images, LazyRows):
     images = np.asarray(images, np.float32)
-  labels = np.asarray(labels, np.int32)
+  if not isinstance(labels, LazyRows):
+    labels = np.asarray(labels, np.int32)
   if len(images.shape) not in (4, 5) or labels.shape != tuple(images.shape[:1]):
     raise AssertionError(f"source {name!r} returned images {images.shape} and labels "
                          f"{labels.shape}; expected (N, H, W, C) or (N, F, H, W, C) and (N,)")
