@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   # clips:DIR folders and tfds video sets: which frames make a clip of data.num_frames.
   c.data.video.frame_stride = 1     # every k-th frame (the official frame_interval: 3)
   c.data.video.random_start = False  # False: the first window; True: seeded random start
+  c.data.video.feature = "video"    # tfds:NAME with num_frames > 0: its (T, H, W, C) feature
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "linear"   # linear | cosine

@@ -297,3 +297,34 @@ def test_clip_folder_errors(tmp_path):
     data.load_source(f"clips:{tmp_path}/missing", data=_clip_data())
   from skipdit_jax.data import clips
   assert "frame_stride=0" in clips.check_config(_clip_data(frame_stride=0))[0]
+
+
+# --- tfds video sets (tfds:NAME with data.num_frames > 0) ------------------------------------
+
+def test_tfds_video_set_reads_strided_resized_clips():
+  """bair_robot_pushing_small (30 frames of 64x64x3, no labels) under tfds mock data.
+  ucf101's `Video` feature needs TensorFlow even when mocked, so it cannot run here."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  pytest.importorskip("tensorflow_datasets.video.bair_robot_pushing")
+  from skipdit_jax.data import tfds_source
+  with tfds.testing.mock_data(num_examples=6):
+    key = tfds_source.register_tfds("bair_robot_pushing_small")
+    cfg = dict(num_frames=4, image_size=16, channels=3,
+               video=dict(feature="image_main", frame_stride=3))
+    x, y, k = data.load_source(key, split="train", data=cfg)
+    assert k == 1 and x.shape == (6, 4, 16, 16, 3)
+    ds = tfds.data_source("bair_robot_pushing_small", split="train")
+    got = x[np.array([2, 5])]
+    assert y[np.array([2, 5])].tolist() == [0, 0]
+    for row, i in enumerate((2, 5)):
+      raw = np.asarray(ds[i]["image_main"], np.float64)[[0, 3, 6, 9]]  # (4, 64, 64, 3)
+      box = raw.reshape(4, 16, 4, 16, 4, 3).mean(axis=(2, 4))  # 4x4 box = 64 -> 16
+      # PIL's two BOX halvings round each up (~+0.5 each), so allow 2 grey levels; a wrong
+      # frame or crop would be off by tens (the mock pixels are uniform random)
+      np.testing.assert_allclose((got[row] + 1) * 127.5, box, atol=2.0)
+      assert np.abs((got[row] + 1) * 127.5 - box).mean() < 1.5
+    with pytest.raises(ValueError, match="data.video.feature='video'.*image_main"):
+      data.load_source(key, data=dict(cfg, video=dict(frame_stride=3)))
+    b = next(data.BatchIterator(x, y, 2, 1, process_index=1, process_count=2))
+    perm = np.random.default_rng([1, 0]).permutation(6)
+    np.testing.assert_array_equal(b["image"], x[perm[1:2]])

@@ -5,6 +5,8 @@
   DIR/<class>/<clip>.gif | .npy        a clip as one file (.npy: uint8 (T, H, W[, C]))
   DIR/<class>/<clip>.mp4 | ...         only with PyAV installed (`pip install av`)
 
+`TfdsClips` reads tfds video sets the same way (`tfds:NAME` with data.num_frames > 0).
+
 Classes are the sorted class folders (labels 0..K-1). A clip of `config.data.num_frames`
 frames takes every `data.video.frame_stride`-th frame from the first frame, or from a
 seeded random start (`data.video.random_start`; fixed per clip: f(seed, i)). Frames are
@@ -75,11 +77,13 @@ class ClipColumn(LazyRows):
     rows = np.atleast_1d(np.asarray(rows))
     key = rows.tobytes()
     if key != self._key:
-      clips = (np.stack([self.clip(int(i)) for i in rows]) if len(rows)
-               else np.zeros((0,) + self.shape[1:], np.uint8))
+      clips, labels = [], []
+      for i in rows:  # clip then label of one row: a reader may cache one example
+        clips.append(self.clip(int(i)))
+        labels.append(self.reader.label(int(i)))
+      clips = np.stack(clips) if clips else np.zeros((0,) + self.shape[1:], np.uint8)
       self._key = key
-      self._value = (to_unit_range(clips, 255.0),
-                     np.asarray([self.reader.label(int(i)) for i in rows], np.int32))
+      self._value = (to_unit_range(clips, 255.0), np.asarray(labels, np.int32))
     return self._value
 
   def __getitem__(self, rows: np.ndarray) -> np.ndarray:
@@ -182,6 +186,40 @@ class FolderClips:
       raise _decoder_error(path) from e
     with av.open(path) as container:
       return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+class TfdsClips:
+  """A `ClipReader` over a tfds random-access source whose `feature` is a video
+  (T, H, W, C) uint8 (e.g. ucf101's "video", bair_robot_pushing_small's "image_main");
+  rows without "label" get 0. The last example read is kept (length, frames, label)."""
+
+  def __init__(self, ds: Any, feature: str, name: str):
+    features = ds.dataset_info.features
+    if feature not in features:
+      # a Video is (T, H, W, C); a Sequence of Image lists its frames' (H, W, C)
+      videos = [k for k in features.keys()
+                if len(getattr(features[k], "shape", ()) or ()) >= 3]
+      raise ValueError(f"config.data.video.feature={feature!r} is not a feature of tfds:"
+                       f"{name}; its image/video features: {videos or 'none'}")
+    self.ds, self.feature = ds, feature
+    self._i, self._ex = None, None
+
+  def _get(self, i: int) -> Any:
+    if i != self._i:
+      self._i, self._ex = i, self.ds[int(i)]
+    return self._ex
+
+  def __len__(self) -> int:
+    return len(self.ds)
+
+  def length(self, i: int) -> int:
+    return int(np.shape(self._get(i)[self.feature])[0])
+
+  def frames(self, i: int, idx: np.ndarray) -> np.ndarray:
+    return np.asarray(self._get(i)[self.feature])[np.asarray(idx)]
+
+  def label(self, i: int) -> int:
+    return int(self._get(i).get("label", 0))
 
 
 def check_config(data: Any) -> list[str]:

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = dict(
     # clip folders and tfds video sets
     frame_stride=1,          # take every k-th frame (the official `frame_interval`, 3 there)
     random_start=False,      # False: the first window; True: a seeded random start per clip
+    feature="video",         # tfds:NAME video sets: the (T, H, W, C) feature to read
 )
 DEFAULT_NUM_FRAMES = 8
 DEFAULT_IMAGE_SIZE = 32
