@@ -25,7 +25,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.remat = "none"            # none | full | dots | dots_no_batch (activation memory)
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "digits"            # digits | mnist5k | fashion_mnist | moving_digits | clips:DIR | tfds:NAME
+  # digits | mnist5k | fashion_mnist | moving_digits | clips:DIR | tfds:NAME
+  c.data.name = "digits"
   c.data.image_size = 8             # square side (video: the canvas / frame size)
   c.data.channels = 1
   c.data.num_classes = 10

@@ -147,8 +147,8 @@ def test_config_errors_name_the_fields():
 
 def test_preview_cli_writes_an_animated_gif(tmp_path):
   from skipdit_jax.eval import video_io
-  md.main(["--out", str(tmp_path), "--num", "4", "--num_frames", "5", "--image_size", "16",
-           "--scale", "2", "--colour", "rgb"])
+  video_io.main(["--out", str(tmp_path), "--num", "4", "--num_frames", "5",
+                 "--image_size", "16", "--scale", "2", "--colour", "rgb"])
   frames = video_io.read_gif(tmp_path / "moving_digits.gif")
   saved = np.load(tmp_path / "moving_digits.npz")
   assert saved["clips"].shape == (4, 5, 16, 16, 3) and saved["labels"].shape == (4,)

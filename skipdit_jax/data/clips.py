@@ -11,7 +11,7 @@ Classes are the sorted class folders (labels 0..K-1). A clip of `config.data.num
 frames takes every `data.video.frame_stride`-th frame from the first frame, or from a
 seeded random start (`data.video.random_start`; fixed per clip: f(seed, i)). Frames are
 converted to `data.channels` (L or RGB) and resized / centre-cropped to
-`data.image_size` as the image sources are (`tfds_source.resize_center_crop`).
+`data.image_size` as the image sources are (`resize.resize_center_crop`).
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from PIL import Image
 
 from skipdit_jax.data.latents import class_folder_items
 from skipdit_jax.data.pipeline import LazyRows
+from skipdit_jax.data.resize import resize_center_crop
 from skipdit_jax.data.sources import check_split, register_source, to_unit_range
-from skipdit_jax.data.tfds_source import resize_center_crop
 from skipdit_jax.data.video_fields import clip_shape, video_fields, window
 
 PREFIX = "clips:"

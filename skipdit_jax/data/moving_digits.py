@@ -14,14 +14,11 @@ others (held-out digit images). Labels: `digit` -> the first digit's class (10 c
 `digit_direction` -> 4 * digit + its initial direction id (40 classes), directions
 (dy, dx) = DIRECTIONS[id]. Fields: `skipdit_jax/data/video_fields.py`.
 
-Preview: `python -m skipdit_jax.data.moving_digits --out DIR` writes an animated GIF.
+Preview: `python -m skipdit_jax.eval.video_io --out DIR` writes clips as an animated GIF.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import os
 from typing import Any
 
 import numpy as np
@@ -154,7 +151,9 @@ class MovingDigits(LazyRows):
     colour = (rng.uniform(0.35, 1.0, size=(k, 3)) if s.colour == "rgb"
               else np.ones((k, 1)))
     digit = self.pool_labels[rows]
-    cls = int(digit[0]) if s.label == "digit" else int(digit[0]) * len(DIRECTIONS) + int(direction[0])
+    cls = int(digit[0])
+    if s.label == "digit_direction":
+      cls = cls * len(DIRECTIONS) + int(direction[0])
     return dict(rows=rows, digit=digit, start=start, direction=direction,
                 velocity=DIRECTIONS[direction] * float(s.speed), colour=colour, **{"class": cls})
 
@@ -193,9 +192,10 @@ def check_config(data: Any) -> list[str]:
     return [str(e)]
   problems = []
   if data.get("channels") != spec.channels:
+    other = "rgb" if spec.channels == 1 else "grey"
     problems.append(f"config.data.channels={data.get('channels')} but data.video.colour="
                     f"{spec.colour!r} makes {spec.channels}-channel clips: set "
-                    f"data.channels={spec.channels} (or colour={'rgb' if spec.channels == 1 else 'grey'})")
+                    f"data.channels={spec.channels} (or data.video.colour={other!r})")
   if data.get("num_classes") != spec.num_classes:
     problems.append(f"config.data.num_classes={data.get('num_classes')} but data.video.label="
                     f"{spec.label!r} has {spec.num_classes} classes: set "
@@ -209,37 +209,3 @@ def moving_digits(split: str, data: Any = None):
   spec = MovingDigitsSpec.from_config(data)
   clips = MovingDigits(spec, split)
   return clips, clips.labels, spec.num_classes
-
-
-def main(argv: list[str] | None = None) -> None:
-  """Writes a few clips as an animated GIF grid (+ .npz) so that a person can look."""
-  from skipdit_jax.eval import video_io
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--out", required=True, help="output directory")
-  ap.add_argument("--num", type=int, default=16, help="clips to write")
-  ap.add_argument("--split", default="train")
-  ap.add_argument("--num_frames", type=int, default=DEFAULT_NUM_FRAMES)
-  ap.add_argument("--image_size", type=int, default=DEFAULT_IMAGE_SIZE)
-  ap.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscale in the GIF")
-  ap.add_argument("--fps", type=float, default=8.0)
-  for k, v in MovingDigitsSpec().__dict__.items():
-    if k not in ("num_frames", "canvas"):
-      ap.add_argument(f"--{k}", type=type(v), default=v)
-  a = ap.parse_args(argv)
-  video = {k: getattr(a, k) for k in MovingDigitsSpec().__dict__ if k not in ("num_frames", "canvas")}
-  video["num_clips"] = max(video["num_clips"], a.num)
-  video["num_test_clips"] = max(video["num_test_clips"], a.num)
-  spec = MovingDigitsSpec.from_config(dict(num_frames=a.num_frames, image_size=a.image_size,
-                                           video=video))
-  clips = MovingDigits(spec, a.split)
-  x = clips[np.arange(a.num)]
-  os.makedirs(a.out, exist_ok=True)
-  gif = os.path.join(a.out, "moving_digits.gif")
-  video_io.save_gif(x, gif, ncol=int(np.ceil(np.sqrt(a.num))), scale=a.scale, fps=a.fps)
-  video_io.save_npz(os.path.join(a.out, "moving_digits.npz"), x, clips.labels[:a.num])
-  print(json.dumps(dict(gif=gif, shape=list(x.shape), labels=clips.labels[:a.num].tolist(),
-                        num_classes=spec.num_classes)))
-
-
-if __name__ == "__main__":
-  main()

@@ -22,9 +22,10 @@ import re
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from skipdit_jax.data import clips
 from skipdit_jax.data.pipeline import BatchIterator
+from skipdit_jax.data.resize import resize_center_crop
 from skipdit_jax.data.sources import SOURCES, num_frames, register_source, to_unit_range
 
 PREFIX = "tfds:"
@@ -56,24 +57,6 @@ def open_split(name: str, split: str) -> tuple[Any, int]:
   features = ds.dataset_info.features
   label = features["label"] if "label" in features else None
   return ds, int(getattr(label, "num_classes", 0) or 1)
-
-
-def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
-  """uint8 (H, W, C) -> (size, size, C): halve with BOX while the short side >= 2 x size,
-  BICUBIC to a short side of `size`, centre crop (ADM / DiT). C = 1 or 3 is kept."""
-  a = np.asarray(image, np.uint8)
-  if a.shape[0] == a.shape[1] == size:
-    return a
-  img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
-  while min(img.size) >= 2 * size:
-    img = img.resize(tuple(s // 2 for s in img.size), resample=Image.BOX)
-  scale = size / min(img.size)
-  img = img.resize(tuple(max(size, round(s * scale)) for s in img.size),
-                   resample=Image.BICUBIC)
-  out = np.asarray(img)
-  top, left = (out.shape[0] - size) // 2, (out.shape[1] - size) // 2
-  out = out[top:top + size, left:left + size]
-  return out[..., None] if out.ndim == 2 else out
 
 
 class _Rows:
@@ -170,8 +153,7 @@ def load_whole(name: str, split: str) -> tuple[np.ndarray, np.ndarray, int]:
 def load_clips(name: str, split: str, data: Any):
   """A tfds video set as lazy clips: `data.video.feature` (T, H, W, C) windowed by
   data.num_frames / video.frame_stride / random_start and resized to data.image_size."""
-  from skipdit_jax.data import clips  # pylint: disable=import-outside-toplevel  (imports us)
-  from skipdit_jax.data.video_fields import video_fields
+  from skipdit_jax.data.video_fields import video_fields  # pylint: disable=import-outside-toplevel
   ds, num_classes = open_split(name, split)
   column = clips.column_for(clips.TfdsClips(ds, video_fields(data)["feature"], name), data)
   return column, column.labels, num_classes
@@ -186,7 +168,6 @@ def _load(name: str, split: str, data: Any = None):
 def _video_check(data: Any) -> list[str]:
   if not num_frames(data):
     return []
-  from skipdit_jax.data import clips  # pylint: disable=import-outside-toplevel
   return clips.check_config(data)
 
 
