@@ -25,11 +25,30 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.remat = "none"            # none | full | dots | dots_no_batch (activation memory)
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "digits"            # digits | mnist5k | fashion_mnist
-  c.data.image_size = 8
+  # digits | mnist5k | fashion_mnist | moving_digits | clips:DIR | tfds:NAME
+  c.data.name = "digits"
+  c.data.image_size = 8             # square side (video: the canvas / frame size)
   c.data.channels = 1
   c.data.num_classes = 10
   c.data.random_flip = False
+  c.data.num_frames = 0             # clip length F of video data (N, F, H, W, C); 0 = images
+  # Video sources (skipdit_jax/data/video_fields.py holds the same defaults for configs
+  # without these fields).
+  c.data.video = ml_collections.ConfigDict()
+  # moving_digits: bouncing digits generated on demand, clip i = f(seed, split, i).
+  c.data.video.digit_source = "digits"  # digits (8x8) | mnist5k (28x28)
+  c.data.video.digit_size = 0       # pasted digit side in px; 0 = the source's own size
+  c.data.video.speed = 1.0          # px per frame along each axis (diagonal motion)
+  c.data.video.num_digits = 1       # digits per clip; the label is the first one's
+  c.data.video.colour = "grey"      # grey (channels=1) | rgb (channels=3, random per digit)
+  c.data.video.label = "digit"      # digit (10 classes) | digit_direction (x 4 diagonals: 40)
+  c.data.video.num_clips = 2048     # clips in the train split
+  c.data.video.num_test_clips = 256  # clips in the test split
+  c.data.video.seed = 0
+  # clips:DIR folders and tfds video sets: which frames make a clip of data.num_frames.
+  c.data.video.frame_stride = 1     # every k-th frame (the official frame_interval: 3)
+  c.data.video.random_start = False  # False: the first window; True: seeded random start
+  c.data.video.feature = "video"    # tfds:NAME with num_frames > 0: its (T, H, W, C) feature
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "linear"   # linear | cosine

@@ -70,9 +70,23 @@ def _check_model(config, problems: list[str]) -> None:
 def _check_data(config, problems: list[str]) -> None:
   from skipdit_jax import data
   name = _get(config, "data.name")
-  if name not in data.SOURCES:
+  key = data.source_key(name) if isinstance(name, str) else None
+  if key is None:
     problems.append(f"config.data.name={name!r} is not a known dataset; use one of "
                     f"{sorted(data.SOURCES)}")
+    return
+  frames = _get(config, "data.num_frames", 0)
+  if not _is_int(frames) or frames < 0:
+    problems.append(f"config.data.num_frames={frames!r} must be an integer >= 0 "
+                    f"(0 = images, F = clips of F frames)")
+    return
+  video = data.VIDEO_SOURCES.get(key)
+  if frames and video is None:
+    problems.append(f"config.data.num_frames={frames} asks for video clips but "
+                    f"data.name={name!r} holds images: set data.num_frames=0 or use a video "
+                    f"source ({', '.join(sorted(data.VIDEO_SOURCES))})")
+  elif video is not None:  # the source's own field checks, before anything is loaded
+    problems.extend(video(config.data))
 
 
 def _check_diffusion(config, problems: list[str]) -> None:

@@ -101,7 +101,7 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
                          "sample_steps": s.num_steps, "cfg_scale": s.cfg_scale}
   scorer = None
   if config.get("eval", {}).get("class_accuracy", False):
-    images, real_labels, _ = data.load_source(config.data.name)
+    images, real_labels, _ = data.load_source(config.data.name, data=config.data)
     scorer, held = class_accuracy.fit_classifier(
         images, real_labels, num_train=config.eval.classifier_train, seed=config.seed)
     out["classifier_heldout_accuracy"] = held

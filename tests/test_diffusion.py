@@ -32,8 +32,8 @@ def _ref_kept(num, k):
   return np.array(out)
 
 
-def _col(a):
-  return a.reshape((-1,) + (1,) * (len(SHAPE) - 1))
+def _col(a, ndim=len(SHAPE)):
+  return a.reshape((-1,) + (1,) * (ndim - 1))
 
 
 def _close(got, want, rtol=1e-5, atol=1e-5):
@@ -304,6 +304,7 @@ def _loss_inputs(seed=7, n=T):
 
 def _ref_vb_bits(b, x0, xt, t, eps, v):
   """Per-example VLB in bits: decoder NLL at t == 0, KL(q || p) otherwise."""
+  _col = lambda a: a.reshape((-1,) + (1,) * (x0.ndim - 1))  # noqa: E731  (images or clips)
   ac = np.cumprod(1 - b)
   ac_prev = np.concatenate([[1.0], ac[:-1]])
   pv = b * (1 - ac_prev) / (1 - ac)
@@ -319,7 +320,8 @@ def _ref_vb_bits(b, x0, xt, t, eps, v):
   hi = stats.norm.cdf((x0 - model_mean + 1 / 255) / s)
   lo = stats.norm.cdf((x0 - model_mean - 1 / 255) / s)
   p = np.where(x0 < -0.999, hi, np.where(x0 > 0.999, 1 - lo, hi - lo))
-  bits = np.where(_col(t == 0), -np.log(np.maximum(p, 1e-300)), kl).mean(axis=(1, 2, 3)) / np.log(2)
+  per_dim = np.where(_col(t == 0), -np.log(np.maximum(p, 1e-300)), kl)
+  bits = per_dim.mean(axis=tuple(range(1, x0.ndim))) / np.log(2)
   return bits
 
 
@@ -343,6 +345,34 @@ def test_training_losses_values(n):
                             learn_sigma=False)
   _close(plain["loss"], mse, rtol=1e-5)
   assert float(jnp.max(jnp.abs(plain["vb"]))) == 0.0
+
+
+def test_rank5_clips_q_sample_and_losses_match_numpy():
+  """Video batches (N, F, H, W, C): t broadcasts over frames, means run over F, H, W, C,
+  and the learned-sigma output splits on the last (channel) axis."""
+  shape = (4, 3, 4, 4, 2)  # N, F, H, W, C
+  d = D.Diffusion.create(D.betas_for("linear", T))
+  rng = _rng(11)
+  x0 = np.clip(rng.normal(0, 0.5, shape), -1, 1)
+  noise = rng.normal(size=shape)
+  t = np.array([0, 1, 500, 999])
+  ac = np.cumprod(1 - _ref_linear(T))[t]
+  xt = _col(np.sqrt(ac), 5) * x0 + _col(np.sqrt(1 - ac), 5) * noise
+  f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+  got_xt = D.q_sample(d, f32(x0), jnp.asarray(t), f32(noise))
+  assert got_xt.shape == shape
+  _close(got_xt, xt)
+  eps, v = rng.normal(size=shape), rng.uniform(-1, 1, shape)
+  out = np.concatenate([eps, v], -1)
+  got = D.training_losses(d, f32(out), f32(x0), f32(xt), jnp.asarray(t), f32(noise),
+                          learn_sigma=True)
+  _close(got["mse"], np.mean((noise - eps) ** 2, axis=(1, 2, 3, 4)), rtol=1e-5)
+  want_vb = _ref_vb_bits(_ref_linear(T), x0, xt, t, eps, v)
+  _close(got["vb"][1:], want_vb[1:], rtol=2e-4, atol=1e-5)
+  assert float(got["vb"][0]) == pytest.approx(want_vb[0], rel=2e-2)
+  with pytest.raises(ValueError, match="learn_sigma"):  # a split on the wrong axis is refused
+    D.training_losses(d, f32(np.concatenate([eps, v], 1)), f32(x0), f32(xt), jnp.asarray(t),
+                      f32(noise), learn_sigma=True)
 
 
 def test_hybrid_vb_gradient_reaches_only_variance_channels():

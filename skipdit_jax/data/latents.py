@@ -42,6 +42,21 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
   return a[top:top + size, left:left + size]
 
 
+def class_folder_items(root: str, *, spec: str, layout: str
+                       ) -> tuple[list[tuple[str, int]], list[str]]:
+  """The official class-folder layout: ([(path of each entry of root/<class>/, class
+  index)], class names), classes and entries in sorted order, hidden entries skipped."""
+  if not os.path.isdir(root):
+    raise ValueError(f"{spec}{root} is not a directory (expected {layout})")
+  classes = sorted(d for d in os.listdir(root)
+                   if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+  if not classes:
+    raise ValueError(f"{spec}{root} has no class sub-folders (expected {layout})")
+  items = [(os.path.join(root, c, f), i) for i, c in enumerate(classes)
+           for f in sorted(os.listdir(os.path.join(root, c))) if not f.startswith(".")]
+  return items, classes
+
+
 def open_source(spec: str, split: str) -> tuple[Sequence[dict], int]:
   """A random-access sequence of {"image": uint8 HWC, "label": int}, and num_classes.
 
@@ -55,11 +70,7 @@ def open_source(spec: str, split: str) -> tuple[Sequence[dict], int]:
     ds = tfds.data_source(arg, split=split)
     return ds, builder.info.features["label"].num_classes
   if kind == "folder":
-    classes = sorted(d for d in os.listdir(arg) if os.path.isdir(os.path.join(arg, d)))
-    if not classes:
-      raise ValueError(f"folder:{arg} has no class sub-folders (expected DIR/<class>/<img>)")
-    files = [(os.path.join(arg, c, f), i) for i, c in enumerate(classes)
-             for f in sorted(os.listdir(os.path.join(arg, c)))]
+    files, classes = class_folder_items(arg, spec="folder:", layout="DIR/<class>/<img>")
     return _FolderSource(files), len(classes)
   raise ValueError(f"unknown image source {spec!r}: use tfds:NAME or folder:DIR")
 

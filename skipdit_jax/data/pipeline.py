@@ -12,8 +12,22 @@ from typing import Any, Iterator
 import numpy as np
 
 
+class LazyRows:
+  """A column that `BatchIterator` indexes without holding it: `column[rows]` builds just
+  those rows (decoded or generated on demand). Subclasses set `shape` (N, ...) and
+  implement `__getitem__(rows: int ndarray) -> ndarray (len(rows), ...)`."""
+  shape: tuple[int, ...]
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+    raise NotImplementedError
+
+
 class BatchIterator:
-  """Endless iterator of {"image": (B, H, W, C) float32, "label": (B,) int32}.
+  """Endless iterator of {"image": (B, H, W, C) or clips (B, F, H, W, C) float32,
+  "label": (B,) int32}; `images` may be an ndarray or a `LazyRows` column.
 
   `batch_size` is the global batch; with `process_count > 1` each process gets
   rows `[i * B / P, (i + 1) * B / P)` of every global batch. `position` counts
@@ -23,11 +37,15 @@ class BatchIterator:
   def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
                *, random_flip: bool = False, drop_remainder: bool = True,
                start_position: int = 0, process_index: int = 0, process_count: int = 1):
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.ndim != 4:
-      raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
+    if not isinstance(images, LazyRows):
+      images = np.asarray(images)
+    if not isinstance(labels, LazyRows):
+      labels = np.asarray(labels)
+    if len(images.shape) not in (4, 5):
+      raise ValueError(f"images must be (N, H, W, C) or clips (N, F, H, W, C), got shape "
+                       f"{images.shape}")
     n = images.shape[0]
-    if labels.shape != (n,):
+    if tuple(labels.shape) != (n,):
       raise ValueError(f"labels must be ({n},) to match images, got {labels.shape}")
     if n == 0:
       raise ValueError("the dataset is empty (0 examples)")
@@ -94,7 +112,8 @@ class BatchIterator:
       # Drawn for the whole global batch, so flips do not depend on process_count.
       flip = np.random.default_rng([self.seed, epoch, index]).random(len(rows)) < 0.5
       flip = flip[lo:lo + local]
-      image = np.where(flip[:, None, None, None], image[:, :, ::-1, :], image)
+      flip = flip.reshape((-1,) + (1,) * (image.ndim - 1))
+      image = np.where(flip, image[..., ::-1, :], image)  # the W axis of images and clips
     return {"image": image, "label": self._labels[take].astype(np.int32, copy=False)}
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:

@@ -11,6 +11,8 @@ Two ways in:
     (and by `register_tfds`); `load_source` then decodes a whole split into memory at
     its native size, which suits CIFAR-10 / MNIST-sized sets with one image shape.
 Datasets without labels (CelebA, LSUN) get label 0 and one class (unconditional).
+Video sets (ucf101, bair_robot_pushing_small, ...): with `config.data.num_frames > 0`
+the registered source reads clips of `config.data.video.feature` lazily (`load_clips`).
 """
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ import re
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from skipdit_jax.data import clips
 from skipdit_jax.data.pipeline import BatchIterator
-from skipdit_jax.data.sources import SOURCES, register_source, to_unit_range
+from skipdit_jax.data.resize import resize_center_crop
+from skipdit_jax.data.sources import SOURCES, num_frames, register_source, to_unit_range
 
 PREFIX = "tfds:"
 
@@ -54,24 +57,6 @@ def open_split(name: str, split: str) -> tuple[Any, int]:
   features = ds.dataset_info.features
   label = features["label"] if "label" in features else None
   return ds, int(getattr(label, "num_classes", 0) or 1)
-
-
-def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
-  """uint8 (H, W, C) -> (size, size, C): halve with BOX while the short side >= 2 x size,
-  BICUBIC to a short side of `size`, centre crop (ADM / DiT). C = 1 or 3 is kept."""
-  a = np.asarray(image, np.uint8)
-  if a.shape[0] == a.shape[1] == size:
-    return a
-  img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
-  while min(img.size) >= 2 * size:
-    img = img.resize(tuple(s // 2 for s in img.size), resample=Image.BOX)
-  scale = size / min(img.size)
-  img = img.resize(tuple(max(size, round(s * scale)) for s in img.size),
-                   resample=Image.BICUBIC)
-  out = np.asarray(img)
-  top, left = (out.shape[0] - size) // 2, (out.shape[1] - size) // 2
-  out = out[top:top + size, left:left + size]
-  return out[..., None] if out.ndim == 2 else out
 
 
 class _Rows:
@@ -165,11 +150,34 @@ def load_whole(name: str, split: str) -> tuple[np.ndarray, np.ndarray, int]:
   return images, labels, num_classes
 
 
+def load_clips(name: str, split: str, data: Any):
+  """A tfds video set as lazy clips: `data.video.feature` (T, H, W, C) windowed by
+  data.num_frames / video.frame_stride / random_start and resized to data.image_size."""
+  from skipdit_jax.data.video_fields import video_fields  # pylint: disable=import-outside-toplevel
+  ds, num_classes = open_split(name, split)
+  column = clips.column_for(clips.TfdsClips(ds, video_fields(data)["feature"], name), data)
+  return column, column.labels, num_classes
+
+
+def _load(name: str, split: str, data: Any = None):
+  if num_frames(data):
+    return load_clips(name, split, data)
+  return load_whole(name, split)
+
+
+def _video_check(data: Any) -> list[str]:
+  if not num_frames(data):
+    return []
+  return clips.check_config(data)
+
+
 def register_tfds(name: str) -> str:
-  """Registers `tfds:<name>` as a data source (idempotent); returns the registry key."""
+  """Registers `tfds:<name>` as a data source (idempotent); returns the registry key.
+  With config.data.num_frames > 0 it reads clips of a video feature (`load_clips`)."""
   key = PREFIX + name
   if key not in SOURCES:
-    register_source(key)(lambda split, _n=name: load_whole(_n, split))
+    register_source(key, video_check=_video_check)(
+        lambda split, data=None, _n=name: _load(_n, split, data))
   return key
 
 

@@ -12,7 +12,9 @@ from skipdit_jax.parallel.mesh import BATCH_AXES, batch_ways
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) dimension split over data x fsdp; replicated over tensor."""
+  """Leading (batch) dimension split over data x fsdp; replicated over tensor. The spec
+  names only dim 0, so images (N, H, W, C) and clips (N, F, H, W, C) alike keep every
+  other dimension whole on each device (frames are not sharded; docs/SCALING.md)."""
   return NamedSharding(mesh, P(BATCH_AXES))
 
 

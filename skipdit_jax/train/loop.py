@@ -121,7 +121,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   `on_sample(step, ema_params)` runs every `train.sample_every` steps and at the end.
   """
   tc = config.train
-  images, labels, num_classes = data.load_source(config.data.name)
+  images, labels, num_classes = data.load_source(config.data.name, data=config.data)
   data.check_data_shape(config, images.shape, num_classes)
   model = build_model(config)
   diffusion = build_diffusion(config)
