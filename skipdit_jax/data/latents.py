@@ -191,8 +191,11 @@ def merge_shards(directory: str, split: str = "train") -> None:
     os.remove(p + ".labels.npy")
 
 
-@register_source("latents")
-def latents(split: str):
+@register_source("latents", video_check=lambda data: [])
+def latents(split: str, data=None):
+  """Encoded latents from $SKIPDIT_LATENTS_DIR: (N, h, w, C) image latents, or clip latents
+  (N, F, h, w, C) (shards written frame by frame; checked against data.num_frames once
+  loaded, by `check_data_shape`)."""
   directory = os.environ.get(ENV_DIR)
   if not directory:
     raise ValueError(f"config.data.name='latents' reads the directory in ${ENV_DIR}; set it "
