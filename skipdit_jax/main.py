@@ -87,24 +87,68 @@ def _class_labels(config, per_class: int):
   return np.repeat(np.arange(config.data.num_classes, dtype=np.int32), per_class)
 
 
-def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[str, Any]:
-  """Class-conditional samples of every variant, written to the workdir and scored."""
+def _is_video(model) -> bool:
+  return len(model.sample_shape) == 4
+
+
+def _video_references(config, out: dict[str, Any]):
+  """For clips: the frame reader fitted on real frames, and the motion figure of real and
+  of frame-shuffled clips (written into `out`). Returns the reader."""
+  import numpy as np
   from skipdit_jax import data
-  from skipdit_jax.eval import class_accuracy, image_grid
+  from skipdit_jax.eval import clip_scores, video_metrics
+  images, labels, _ = data.load_source(config.data.name, data=config.data)
+  num_train = config.eval.classifier_train
+  clips = clip_scores.real_clips(images, num_train + max(num_train // 4, 50))
+  video_label = config.data.get("video", {}).get("label", "digit")
+  classes = clip_scores.frame_classes(np.asarray(labels[:len(clips)]), video_label)
+  reader = clip_scores.fit_frame_reader(clips, classes, num_train=num_train, seed=config.seed)
+  out["classifier_heldout_accuracy"] = reader.test_accuracy
+  out["motion_real"] = video_metrics.motion_figure(clips[:500])
+  out["motion_shuffled"] = video_metrics.motion_figure(
+      video_metrics.shuffle_frames(clips[:500], seed=config.seed))
+  return reader
+
+
+def _write_samples(model, imgs, labels, stem: str, ncol: int) -> None:
+  if _is_video(model):
+    from skipdit_jax.eval import video_io
+    video_io.save_gif(imgs, stem + ".gif", ncol=ncol, scale=2)
+  else:
+    from skipdit_jax.eval import image_grid
+    image_grid.save_grid(imgs, stem + ".png", ncol=ncol, scale=2)
+  paths.save_npz(stem + ".npz", images=imgs, labels=labels)
+
+
+def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[str, Any]:
+  """Class-conditional samples of every variant, written to the workdir and scored.
+
+  Images: `class_accuracy` from a logistic regression on real images. Clips: from a frame
+  CNN on real frames (`eval/clip_scores.py`), plus the motion figure (`motion`, with
+  `motion_real` / `motion_shuffled` beside it). With a cache, the cached samples'
+  PSNR/SSIM against the uncached ones and the measured and ideal speedups."""
+  import numpy as np
+  from skipdit_jax import data
+  from skipdit_jax.eval import class_accuracy, clip_scores, image_metrics, video_metrics
   from skipdit_jax.train import build_diffusion
   s, diffusion = config.sample, build_diffusion(config)
+  video = _is_video(model)
   labels = _class_labels(config, s.num_per_class)
   variants = {"": False}
   if s.get("cache") is not None and s.cache.get("policy", "none") != "none":
     variants["_cached"] = True
   out: dict[str, Any] = {"num_samples": int(len(labels)), "sampler": s.sampler,
                          "sample_steps": s.num_steps, "cfg_scale": s.cfg_scale}
-  scorer = None
+  scorer = reader = None
   if config.get("eval", {}).get("class_accuracy", False):
-    images, real_labels, _ = data.load_source(config.data.name, data=config.data)
-    scorer, held = class_accuracy.fit_classifier(
-        images, real_labels, num_train=config.eval.classifier_train, seed=config.seed)
-    out["classifier_heldout_accuracy"] = held
+    if video:
+      reader = _video_references(config, out)
+    else:
+      images, real_labels, _ = data.load_source(config.data.name)
+      scorer, held = class_accuracy.fit_classifier(
+          images, real_labels, num_train=config.eval.classifier_train, seed=config.seed)
+      out["classifier_heldout_accuracy"] = held
+  samples = {}
   for suffix, cached in variants.items():
     kw = _sample_kwargs(config, cached)
     imgs, first_s = _generate(model, ema_params, diffusion, labels, s.seed, s.batch_size, **kw)
@@ -113,8 +157,8 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
     _, steady_s = _generate(model, ema_params, diffusion, labels, s.seed, s.batch_size, **kw)
     stem = str(paths.resolve(workdir) / "samples" / f"{tag}{suffix}")
     if _is_main():  # every process samples (collectives); process 0 writes
-      image_grid.save_grid(imgs, stem + ".png", ncol=s.num_per_class, scale=2)
-      paths.save_npz(stem + ".npz", images=imgs, labels=labels)
+      _write_samples(model, imgs, labels, stem, s.num_per_class)
+    samples[suffix] = imgs
     out[f"sample{suffix}_s"] = first_s
     out[f"sample{suffix}_steady_s"] = steady_s
     out[f"samples{suffix}_file"] = stem + ".npz"
@@ -126,6 +170,18 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
       out["cache_ideal_speedup"] = plan.ideal_speedup
     if scorer is not None:
       out[f"class_accuracy{suffix}"] = class_accuracy.class_accuracy(scorer, imgs, labels)
+    if reader is not None:
+      video_label = config.data.get("video", {}).get("label", "digit")
+      out[f"class_accuracy{suffix}"] = clip_scores.frame_accuracy(
+          reader, imgs, clip_scores.frame_classes(labels, video_label))
+    if video:
+      out[f"motion{suffix}"] = video_metrics.motion_figure(imgs)
+  if "_cached" in samples:
+    if video:
+      out.update(clip_scores.fidelity(samples["_cached"], samples[""]))
+    else:
+      out["psnr_cached_vs_uncached"] = float(np.mean(image_metrics.psnr(samples["_cached"],
+                                                                        samples[""])))
   if "sample_cached_steady_s" in out:
     out["cache_speedup"] = out["sample_steady_s"] / out["sample_cached_steady_s"]
     print(f"cache speedup: measured {out['cache_speedup']:.2f}x, ideal "
@@ -147,6 +203,10 @@ def train_mode(config, workdir: str) -> dict[str, Any]:
     if not _is_main():
       return None
     grid = paths.resolve(workdir) / "samples" / f"grid_{step:07d}.png"
+    if _is_video(model):  # a filmstrip: one row per clip, its frames left to right
+      from skipdit_jax.eval import video_metrics
+      return image_grid.save_grid(video_metrics.frames(imgs), grid, ncol=imgs.shape[1],
+                                  scale=2)
     return image_grid.save_grid(imgs, grid, ncol=config.sample.grid_per_class, scale=2)
 
   summary, state = train(config, workdir, on_sample=on_sample)
