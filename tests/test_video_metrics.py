@@ -69,3 +69,38 @@ def test_bad_shapes_are_named():
     vm.motion_figure(np.zeros((1, 2, 8, 8, 1)))
   with pytest.raises(ValueError, match="unknown video metric"):
     vm.per_frame("lpips", np.zeros((1, 3, 8, 8, 1)), np.zeros((1, 3, 8, 8, 1)))
+
+
+def _video_data(**video):
+  from configs import default
+  d = default.get_config().data
+  d.name, d.image_size, d.channels, d.num_frames, d.num_classes = "moving_digits", 12, 1, 4, 10
+  d.video.num_clips, d.video.num_test_clips = 64, 16
+  d.video.update(video)
+  return d
+
+
+def test_feature_net_reads_clips_with_frames_as_channels():
+  import jax
+  from skipdit_jax.eval import feature_net
+  net = feature_net.FeatureCNN((4,), 8, 3)
+  clips = np.random.default_rng(0).normal(size=(2, 4, 6, 6, 2)).astype(np.float32)
+  folded = np.concatenate([clips[:, f] for f in range(4)], axis=-1)  # (N, H, W, F*C)
+  params = net.init(jax.random.key(0), clips)["params"]
+  a = net.apply({"params": params}, clips)
+  b = net.apply({"params": params}, folded)
+  np.testing.assert_allclose(np.asarray(a[1]), np.asarray(b[1]), rtol=1e-6, atol=1e-6)
+
+
+def test_video_references_follow_the_clip_fields():
+  from skipdit_jax.eval import feature_net, sample_quality
+  d = _video_data()
+  x, y = sample_quality.real_images("moving_digits", 10, seed=0, data=d)
+  assert x.shape == (10, 4, 12, 12, 1) and y.shape == (10,)
+  spec = feature_net.SPECS["moving_digits"]
+  taught = feature_net.data_for("moving_digits", spec, d)
+  assert taught.video.label == "digit_direction" and d.video.label == "digit"
+  other = _video_data(speed=2.0)
+  assert (feature_net.cache_path("/c", "moving_digits", spec, d)
+          != feature_net.cache_path("/c", "moving_digits", spec, other))
+  assert feature_net.data_digest(None) == ""

@@ -8,11 +8,13 @@ and are NOT comparable with Inception FID or with each other across datasets.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
 import os
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import flax.traverse_util
@@ -33,6 +35,8 @@ class FeatureNetSpec:
   batch_size: int = 128
   lr: float = 1e-3
   test_split: str = ""         # a dataset split to score on; "" holds out 20 % of train
+  max_examples: int = 0        # > 0: train on at most this many (a seeded subset)
+  video_label: str = ""        # video sources: the label mode to learn (data.video.label)
 
   def digest(self) -> str:
     return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
@@ -44,18 +48,28 @@ SPECS: dict[str, FeatureNetSpec] = {
     "mnist5k": FeatureNetSpec(widths=(32, 64, 128), feature_dim=128, train_steps=800),
     "fashion_mnist": FeatureNetSpec(widths=(32, 64, 128), feature_dim=128,
                                     train_steps=1500, test_split="test"),
+    # Clips with frames folded into channels, taught digit x initial direction: features
+    # that see both what moves and how (FD-mdigits; not FVD).
+    "moving_digits": FeatureNetSpec(widths=(32, 64, 128), feature_dim=128,
+                                    train_steps=1500, test_split="test",
+                                    max_examples=20000, video_label="digit_direction"),
 }
-SCORE_NAMES = {"digits": "FD-digits", "mnist5k": "FD-mnist5k", "fashion_mnist": "FD-fmnist"}
+SCORE_NAMES = {"digits": "FD-digits", "mnist5k": "FD-mnist5k", "fashion_mnist": "FD-fmnist",
+               "moving_digits": "FD-mdigits"}
 
 
 class FeatureCNN(nn.Module):
-  """x (N, H, W, C) in [-1, 1] -> (logits (N, classes), features (N, feature_dim))."""
+  """x (N, H, W, C) in [-1, 1] -> (logits (N, classes), features (N, feature_dim)).
+  Clips (N, F, H, W, C) are read with their frames folded into channels (N, H, W, F·C)."""
   widths: Sequence[int]
   feature_dim: int
   num_classes: int
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    if x.ndim == 5:
+      n, f, h, w, c = x.shape
+      x = jnp.moveaxis(x, 1, 3).reshape(n, h, w, f * c)
     for i, w in enumerate(self.widths):
       x = nn.relu(nn.Conv(w, (3, 3), strides=1 if i == 0 else 2, padding="SAME")(x))
     x = x.reshape(x.shape[0], -1)
@@ -124,21 +138,43 @@ def _jitted_apply(module: FeatureCNN) -> Callable:
   return _APPLY_CACHE[key]
 
 
-def _split(dataset: str, spec: FeatureNetSpec, seed: int):
-  x, y, classes = load_source(dataset, split="train")
+def data_for(dataset: str, spec: FeatureNetSpec, data: Any = None) -> Any:
+  """The `config.data` a dataset's classifier reads: video sources get `spec.video_label`."""
+  if data is None or not spec.video_label:
+    return data
+  out = copy.deepcopy(data)
+  with out.unlocked() if hasattr(out, "unlocked") else contextlib.nullcontext():
+    out.video.label = spec.video_label
+  return out
+
+
+def take(x: Any, y: Any, num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """At most `num` rows (a seeded subset, in order; all when num <= 0) as ndarrays; lazy
+  columns (generated clips) are built only for the rows taken."""
+  rows = np.arange(len(x))
+  if 0 < num < len(x):
+    rows = np.sort(np.random.default_rng(seed).permutation(len(x))[:num])
+  return np.asarray(x[rows], np.float32), np.asarray(np.asarray(y)[rows])
+
+
+def _split(dataset: str, spec: FeatureNetSpec, seed: int, data: Any = None):
+  data = data_for(dataset, spec, data)
+  x, y, classes = load_source(dataset, split="train", data=data)
+  x, y = take(x, y, spec.max_examples, seed)
   if spec.test_split:
-    xt, yt, _ = load_source(dataset, split=spec.test_split)
-    return (x, y), (xt, yt), classes
+    xt, yt, _ = load_source(dataset, split=spec.test_split, data=data)
+    return (x, y), take(xt, yt, spec.max_examples // 4, seed), classes
   perm = np.random.default_rng(seed).permutation(len(x))
   cut = int(0.8 * len(x))
   return (x[perm[:cut]], y[perm[:cut]]), (x[perm[cut:]], y[perm[cut:]]), classes
 
 
 def train_feature_net(dataset: str, spec: FeatureNetSpec | None = None, *, seed: int = 0,
-                      log: Callable[[str], None] = print) -> FeatureNet:
-  """Trains the classifier of `dataset` (Adam, cross-entropy) and scores it on held-out data."""
+                      log: Callable[[str], None] = print, data: Any = None) -> FeatureNet:
+  """Trains the classifier of `dataset` (Adam, cross-entropy) and scores it on held-out
+  data; `data` is the run's `config.data` (video sources read their clip fields there)."""
   spec = spec or _spec_for(dataset)
-  train, held, classes = _split(dataset, spec, seed)
+  train, held, classes = _split(dataset, spec, seed, data)
   return fit_feature_net(train, held, classes, spec, name=dataset, seed=seed, log=log)
 
 
@@ -181,8 +217,20 @@ def _spec_for(dataset: str) -> FeatureNetSpec:
   return SPECS[dataset]
 
 
-def cache_path(cache_dir: str, dataset: str, spec: FeatureNetSpec) -> str:
-  return os.path.join(cache_dir, f"feature_net_{dataset}_{spec.digest()}.npz")
+def data_digest(data: Any) -> str:
+  """A short digest of the fields a video source reads ("" for image datasets)."""
+  if data is None or not int(data.get("num_frames", 0) or 0):
+    return ""
+  fields = {k: data.get(k) for k in ("image_size", "channels", "num_frames")}
+  video = data.get("video")
+  fields["video"] = video.to_dict() if hasattr(video, "to_dict") else video
+  return "_" + hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()
+                            ).hexdigest()[:8]
+
+
+def cache_path(cache_dir: str, dataset: str, spec: FeatureNetSpec, data: Any = None) -> str:
+  return os.path.join(cache_dir,
+                      f"feature_net_{dataset}_{spec.digest()}{data_digest(data)}.npz")
 
 
 def save_feature_net(path: str, net: FeatureNet) -> None:
@@ -209,12 +257,13 @@ def load_feature_net(path: str) -> FeatureNet:
 
 
 def load_or_train(dataset: str, cache_dir: str, *, spec: FeatureNetSpec | None = None,
-                  seed: int = 0, log: Callable[[str], None] = print) -> FeatureNet:
+                  seed: int = 0, log: Callable[[str], None] = print,
+                  data: Any = None) -> FeatureNet:
   """The cached classifier of `dataset` under `cache_dir`, training it on first use."""
   spec = spec or _spec_for(dataset)
-  path = cache_path(cache_dir, dataset, spec)
+  path = cache_path(cache_dir, dataset, spec, data)
   if os.path.exists(path):
     return load_feature_net(path)
-  net = train_feature_net(dataset, spec, seed=seed, log=log)
+  net = train_feature_net(dataset, spec, seed=seed, log=log, data=data)
   save_feature_net(path, net)
   return net

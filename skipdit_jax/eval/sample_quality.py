@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from skipdit_jax.data import load_source
-from skipdit_jax.eval import frechet, kid, precision_recall
+from skipdit_jax.eval import feature_net, frechet, kid, precision_recall
 
 
 @dataclasses.dataclass
@@ -28,17 +28,16 @@ class Reference:
   features: Optional[np.ndarray]
 
 
-def real_images(dataset: str, num: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """`num` images of the train split (a seeded subset; all when num <= 0 or >= N)."""
-  x, y, _ = load_source(dataset, split="train")
-  if 0 < num < len(x):
-    idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:num])
-    x, y = x[idx], y[idx]
-  return x, y
+def real_images(dataset: str, num: int, seed: int = 0, data: Any = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """`num` images (or clips) of the train split (a seeded subset; all when num <= 0 or
+  >= N); `data` is the run's `config.data`, read by video sources."""
+  x, y, _ = load_source(dataset, split="train", data=data)
+  return feature_net.take(x, y, num, seed)
 
 
 def build_reference(extractor: Any, dataset: str, cache_dir: str, *, num: int = 10000,
-                    seed: int = 0, stats_path: str = "") -> Reference:
+                    seed: int = 0, stats_path: str = "", data: Any = None) -> Reference:
   """The reference of `extractor` on `dataset`, read from / written to `cache_dir`.
 
   `stats_path` (a user's `.npz` with `mu`/`sigma`, e.g. a standard FID reference) is used
@@ -48,11 +47,12 @@ def build_reference(extractor: Any, dataset: str, cache_dir: str, *, num: int = 
     mu, sigma = frechet.load_stats(stats_path)
     return Reference(extractor.score_name, mu, sigma, None)
   tag = getattr(extractor, "cache_tag", extractor.score_name)
-  path = os.path.join(cache_dir, f"ref_{tag}_{dataset}_{num}_{seed}.npz")
+  path = os.path.join(cache_dir, f"ref_{tag}_{dataset}{feature_net.data_digest(data)}_"
+                      f"{num}_{seed}.npz")
   if os.path.exists(path):
     with np.load(path) as z:
       return Reference(extractor.score_name, z["mu"], z["sigma"], z["features"])
-  feats = extractor.features(real_images(dataset, num, seed)[0])
+  feats = extractor.features(real_images(dataset, num, seed, data)[0])
   mu, sigma = frechet.feature_stats(feats)
   frechet.save_stats(path, mu, sigma, features=feats)
   return Reference(extractor.score_name, mu, sigma, feats)
