@@ -114,7 +114,7 @@ def refused(tmp_path_factory):
   Python and checks its arguments, so two cores take them in parallel)."""
   root = tmp_path_factory.mktemp("bad")
   cases = {override: (root / f"wd{i}", (override,)) for i, (override, _) in enumerate(BAD)}
-  cases["bogus"] = (root / "bogus", ("--config.train.bogus=1",))
+  cases["bogus"] = (root / "unknown", ("--config.train.bogus=1",))  # no "bogus" in the path
   cases["empty"] = (root / "empty", ("--mode=sample",))
   procs = {k: start_main(*TINY, f"--workdir={wd}", *extra) for k, (wd, extra) in cases.items()}
   return {k: (cases[k][0], background.finish(p, 180)) for k, p in procs.items()}

@@ -66,7 +66,7 @@ def official_schedule(timesteps, n, depth=28, k=4):
   return out
 
 
-XL = types.SimpleNamespace(depth=28, long_skip=True)  # what the plan reads of a model
+XL = types.SimpleNamespace(depth=28, num_units=28, long_skip=True)  # what the plan reads
 
 
 def _plan(num_steps, n, window):
