@@ -32,7 +32,10 @@ FLAGS = (f"--xla_force_host_platform_device_count={N_DEV} "
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GLOBAL_BATCH = 16
 STEPS = 3
-MESHES = [(8, 1, 1), (1, 8, 1), (2, 2, 2), (2, 4, 1)]
+# Pure data, pure fsdp, and all three axes at once. data x fsdp without tensor, (2, 4, 1),
+# is covered by the two-process test (tests/test_parallel_devices.py) and the mesh
+# sampling tests (tests/test_mesh_sampling.py), each against one device.
+MESHES = [(8, 1, 1), (1, 8, 1), (2, 2, 2)]
 
 
 def run_child_pytest(test_file: str, timeout: int = 900) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import background
+
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("fault_soak", ROOT / "bench" / "fault_soak.py")
@@ -58,6 +60,11 @@ def child_env(cache: Path, **extra: str) -> dict[str, str]:
 def cli(args: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-m", "skipdit_jax.main", *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(args: list[str], cwd: Path, env: dict) -> subprocess.Popen:
+  return background.start([sys.executable, "-m", "skipdit_jax.main", *args], cwd=cwd,
+                          env=env)
 
 
 def last_json(p: subprocess.CompletedProcess) -> dict:
@@ -180,11 +187,11 @@ def test_train_kill_resume_sample_eval_on_a_bucket(gcs_bucket, tmp_path, cache):
   cwd = tmp_path / "cwd"
   cwd.mkdir()
   env = child_env(cache)
-  # The reference: one uninterrupted run into a local workdir.
+  # The reference: one uninterrupted run into a local workdir, alongside the bucket run
+  # (two cores; the kill below waits for a committed step, not for a time).
   local = tmp_path / "straight"
-  out = last_json(cli(TINY + [f"--workdir={local}", f"--config.train.ckpt_every={STEPS}"],
-                      cwd, env, 300))
-  assert out["steps"] == STEPS
+  straight_run = start_cli(TINY + [f"--workdir={local}", f"--config.train.ckpt_every={STEPS}"],
+                           cwd, env)
 
   # The bucket run, SIGKILLed once its step-FIRST checkpoint is committed.
   workdir = f"{gcs_bucket}/run"
@@ -201,6 +208,8 @@ def test_train_kill_resume_sample_eval_on_a_bucket(gcs_bucket, tmp_path, cache):
   run.wait(60)
   assert run.step is not None and run.step < STEPS
   assert blob_exists(gcs_bucket, "run/config.json")
+  out = last_json(background.finish(straight_run, 300))
+  assert out["steps"] == STEPS
 
   # Resume: from a committed step of the bucket, to the end, bit-identical.
   resumed = last_json(cli(TINY + [f"--workdir={workdir}", f"--config.train.ckpt_every={STEPS}"],
@@ -212,16 +221,18 @@ def test_train_kill_resume_sample_eval_on_a_bucket(gcs_bucket, tmp_path, cache):
   differ = soak.compare(straight, killed)
   assert not differ, differ
 
-  # Sample and eval read the bucket's EMA and write into the bucket.
-  sampled = last_json(cli(TINY + SAMPLE + [f"--workdir={workdir}", "--mode=sample"],
-                          cwd, env, 300))
+  # Sample and eval read the bucket's EMA and write into the bucket (at the same time:
+  # each writes its own files).
+  sampling = start_cli(TINY + SAMPLE + [f"--workdir={workdir}", "--mode=sample"], cwd, env)
+  evaluating = start_cli(TINY + EVAL + [f"--workdir={workdir}", "--mode=eval"], cwd, env)
+  sampled = last_json(background.finish(sampling, 300))
+  evald = last_json(background.finish(evaluating, 300))
   assert sampled["step"] == STEPS and sampled["samples_file"].startswith(workdir + "/samples/")
   from etils import epath
   with epath.Path(sampled["samples_file"]).open("rb") as f:
     z = np.load(f)
     assert z["images"].shape == (20, 8, 8, 1) and np.isfinite(z["images"]).all()
   assert epath.Path(sampled["samples_file"][:-len(".npz")] + ".png").exists()
-  evald = last_json(cli(TINY + EVAL + [f"--workdir={workdir}", "--mode=eval"], cwd, env, 300))
   assert evald["step"] == STEPS and np.isfinite(evald["FD-digits"])
   names = {p.name for p in epath.Path(workdir, "eval").iterdir()}
   assert any(n.startswith("metrics_step") for n in names), names

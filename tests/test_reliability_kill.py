@@ -3,7 +3,8 @@ bit-identical to one uninterrupted run (2S straight == S + restart + S).
 
 The runs share a JAX persistent compilation cache, so only the first one compiles; the
 cached program is the same executable, so this does not change any bit. Each kill and
-restart is a real process: about 4 process starts (~1-2 min on a busy 2-core machine).
+restart is a real process: about 4 process starts (~1-2 min on a busy 2-core machine);
+the reference run goes alongside the faulty ones.
 """
 from __future__ import annotations
 
@@ -44,10 +45,9 @@ def env():
 
 
 def test_sigterm_then_sigkill_mid_save_then_restart_equals_the_straight_run(tmp_path, env):
+  # The reference runs alongside the faulty runs (two cores); it is awaited at the end.
   straight = str(tmp_path / "straight")
   ref = soak.Run(soak.command(straight, STEPS, EVERY), env)
-  assert ref.wait(300) == 0, "".join(ref.log[-20:])
-  assert soak.complete_steps(straight)[-1] == STEPS
 
   workdir = str(tmp_path / "faulty")
   cmd = soak.command(workdir, STEPS, EVERY)
@@ -79,6 +79,8 @@ def test_sigterm_then_sigkill_mid_save_then_restart_equals_the_straight_run(tmp_
   final = run.result()
   assert final["steps"] == STEPS and final["start_step"] == survivors[-1]
 
+  assert ref.wait(300) == 0, "".join(ref.log[-20:])
+  assert soak.complete_steps(straight)[-1] == STEPS
   differ = soak.compare(soak.final_state(straight), soak.final_state(workdir))
   assert not differ, differ
   with open(os.path.join(workdir, "checkpoints", str(STEPS), "meta", "metadata")) as f:

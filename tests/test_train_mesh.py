@@ -6,11 +6,12 @@ sampler, batch padded to the mesh) agree with the single-device sampler's.
 """
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+import background
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
@@ -25,21 +26,26 @@ ARGS = ["--config=configs/digits_skipdit.py",
         "--config.eval.class_accuracy=False", "--config.train.ckpt_async=False"]
 
 
-def _train(workdir: str, devices: int, *mesh: str) -> dict:
+def _start(workdir: str, devices: int, *mesh: str):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {FAST}")
-  p = subprocess.run([sys.executable, "-m", "skipdit_jax.main", f"--workdir={workdir}",
-                      *ARGS, *mesh], cwd=ROOT, env=env, capture_output=True, text=True,
-                     timeout=300)
+  return background.start([sys.executable, "-m", "skipdit_jax.main", f"--workdir={workdir}",
+                           *ARGS, *mesh], cwd=ROOT, env=env)
+
+
+def _result(p) -> dict:
   assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-4000:]
   return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+  """The one-device and the mesh run, at the same time (two cores)."""
   root = tmp_path_factory.mktemp("mesh")
-  return (_train(str(root / "one"), 1),
-          _train(str(root / "mesh"), 8, "--config.mesh.fsdp=2", "--config.mesh.data=-1"))
+  procs = [_start(str(root / "one"), 1),
+           _start(str(root / "mesh"), 8, "--config.mesh.fsdp=2", "--config.mesh.data=-1")]
+  one, mesh = [background.finish(p, 300) for p in procs]
+  return _result(one), _result(mesh)
 
 
 def test_loss_matches_one_device(runs):

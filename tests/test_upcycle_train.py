@@ -62,19 +62,6 @@ def _is_fusion(name: str) -> bool:
   return name.startswith(("skip_norms.", "skip_linears."))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-  """Stage 1 and its resume compile one program: a persistent cache lets the resume
-  reuse it (effective when this file is the first to compile in the process)."""
-  keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-  old = {k: getattr(jax.config, k) for k in keys}
-  jax.config.update(keys[0], str(tmp_path_factory.mktemp("jax_cache")))
-  jax.config.update(keys[1], 0)
-  yield
-  for k, v in old.items():
-    jax.config.update(k, v)
-
-
 @pytest.fixture(scope="module")
 def runs(dit_file, tmp_path_factory):
   path, _ = dit_file
