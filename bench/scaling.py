@@ -60,9 +60,9 @@ def run_mesh(shape, model, steps: int) -> dict:
                            schedule=lr_schedule(tc), ema_decay=0.999)
   init = lambda: TrainState.create(models.init_params(model, jax.random.PRNGKey(0)), tx,
                                    jax.random.PRNGKey(1))
-  state, state_sh = parallel.sharded_init(init, model, mesh,
-                                          parallel.axis_rules({"preset": "fsdp_tensor"}))
-  fn = parallel.jit_train_step(step, mesh, state_sh)
+  rules = parallel.axis_rules({"preset": "fsdp_tensor"})
+  state, state_sh = parallel.sharded_init(init, model, mesh, rules)
+  fn = parallel.jit_train_step(step, mesh, state_sh, rules=rules)
   rng = np.random.default_rng(0)
   x = rng.standard_normal((BATCH, model.input_size, model.input_size, model.in_channels),
                           dtype=np.float32)

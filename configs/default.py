@@ -23,6 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"         # compute dtype: float32 | bfloat16 (params stay float32)
   c.model.scan_blocks = False       # lax.scan over stacked blocks (large models; compile time)
   c.model.remat = "none"            # none | full | dots | dots_no_batch (activation memory)
+  # Attention kernel (skipdit_jax/models/attention.py): xla (everywhere) | cudnn (NVIDIA GPU,
+  # model.dtype=bfloat16) | flash (Pallas TPU kernel). Logits and softmax are float32.
+  c.model.attention = "xla"
 
   c.data = ml_collections.ConfigDict()
   # digits | mnist5k | fashion_mnist | moving_digits | clips:DIR | tfds:NAME

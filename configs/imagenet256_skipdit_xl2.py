@@ -9,6 +9,8 @@ Config argument (`--config=configs/imagenet256_skipdit_xl2.py:ARG`):
   stage1   upcycling stage 1 (REFERENCE §6): start from the vanilla `DiT-XL-2-256x256.pt`
            (fresh skip fusions) and train only the fusions (`train.trainable="skip_only"`).
   stage2   stage 2: start from stage 1's workdir and train everything.
+  bf16     the mixed-precision recipe (`imagenet256_dit_xl2.bf16_recipe`); combine with a
+           stage as `:stage1,bf16`.
 REFERENCE gives no stage lengths: the `num_steps` below are ours (override them). The
 paths are defaults to override with `--config.train.init_from=...`; a missing one is
 refused before any compute. Both stages read latents like the main recipe.
@@ -17,16 +19,20 @@ import ml_collections
 
 from configs import imagenet256_dit_xl2
 
-STAGES = ("", "stage1", "stage2")
+STAGES = ("stage1", "stage2")
 STAGE1_INIT = "DiT-XL-2-256x256.pt"        # the released vanilla DiT-XL/2 (or .safetensors)
 STAGE1_WORKDIR = "runs/skipdit_xl2_stage1"  # stage 2 reads stage 1's latest params here
 
 
-def get_config(stage: str = "") -> ml_collections.ConfigDict:
-  c = imagenet256_dit_xl2.get_config(long_skip=True)
-  if stage not in STAGES:
-    raise ValueError(f"configs/imagenet256_skipdit_xl2.py:{stage}: use one of "
-                     f"{[s for s in STAGES if s]} or no argument")
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  options = imagenet256_dit_xl2.parse_options(arg, STAGES + ("bf16",),
+                                              "configs/imagenet256_skipdit_xl2.py")
+  stages = options & set(STAGES)
+  if len(stages) > 1:
+    raise ValueError(f"configs/imagenet256_skipdit_xl2.py:{arg}: give one stage of "
+                     f"{list(STAGES)}, not {sorted(stages)}")
+  stage = stages.pop() if stages else ""
+  c = imagenet256_dit_xl2.get_config("bf16" if "bf16" in options else "", long_skip=True)
   if stage == "stage1":
     c.train.init_from = STAGE1_INIT
     c.train.trainable = "skip_only"   # 14 fusions train; the DiT weights stay bit-identical

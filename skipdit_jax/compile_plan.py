@@ -30,7 +30,8 @@ from skipdit_jax.parallel.batch import batch_sharding, replicated
 from skipdit_jax.parallel.distributed import maybe_initialize_distributed
 from skipdit_jax.parallel.jitting import step_jit_kwargs
 from skipdit_jax.parallel.mesh import make_mesh
-from skipdit_jax.parallel.rules import Rules, axis_rules, param_shardings, state_shardings
+from skipdit_jax.parallel.rules import (Rules, axis_rules, constrained, param_shardings,
+                                        state_shardings)
 from skipdit_jax.sampling.sharded import ShardedSampler, cache_shardings
 from skipdit_jax.sampling.step_fns import cached_step_fn, full_step_fn
 from skipdit_jax.train.guard import GuardState, guard_step
@@ -116,7 +117,8 @@ def compile_train_step(config: Any, mesh: Mesh, rules: Rules) -> tuple[Any, Any]
   args = (_abstract(state, state_sh), _abstract(guard, jax.tree.map(lambda _: replicated(mesh),
                                                                      guard)),
           *_batch_shapes(config, config.train.batch_size, batch_sharding(mesh)))
-  jitted = jax.jit(step, **step_jit_kwargs(mesh, state_sh, extra_state=1))
+  jitted = jax.jit(constrained(step, mesh, rules),
+                   **step_jit_kwargs(mesh, state_sh, extra_state=1))
   return jitted.lower(*args).compile(), model
 
 

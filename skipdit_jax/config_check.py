@@ -64,7 +64,11 @@ def _check_model(config, problems: list[str]) -> None:
   if p is not None and (not _is_real(p) or not 0 <= p < 1):
     problems.append(f"config.model.class_dropout_prob={p!r} must lie in [0, 1) (0.1 in DiT)")
   if len(problems) == before:  # validate_shape divides by these fields; only call it once they are sane
-    _catch(problems, models.create, config.model.name, **model_fields(config))
+    model = _catch(problems, models.create, config.model.name, **model_fields(config))
+    if model is not None:  # the kernel must run on this backend (models/attention.py)
+      from skipdit_jax.models.attention import check_available
+      _catch(problems, check_available, model.attention, model.dtype,
+             model.hidden_size // model.num_heads)
 
 
 def _check_data(config, problems: list[str]) -> None:

@@ -115,9 +115,9 @@ def run_training(mesh, preset: str = "fsdp_tensor"):
   """3 steps on `mesh`; returns (losses, final state). Each process feeds its own rows."""
   model = tiny_model()
   init, step = train_pieces(model)
-  state, state_sh = parallel.sharded_init(init, model, mesh,
-                                          parallel.axis_rules({"preset": preset}))
-  fn = parallel.jit_train_step(step, mesh, state_sh)
+  rules = parallel.axis_rules({"preset": preset})
+  state, state_sh = parallel.sharded_init(init, model, mesh, rules)
+  fn = parallel.jit_train_step(step, mesh, state_sh, rules=rules)
   index, count = parallel.process_rows(mesh, GLOBAL_BATCH)
   rows = slice(index * GLOBAL_BATCH // count, (index + 1) * GLOBAL_BATCH // count)
   losses = []

@@ -9,6 +9,7 @@ with an independent reading of the rules.
 import json
 import math
 import os
+import re
 import socket
 import sys
 
@@ -184,3 +185,42 @@ def test_two_processes_match_single_process(runs):
   ref_sum = sum(float(np.abs(np.asarray(p, np.float64)).sum())
                 for p in jax.tree.leaves(jax.device_get(ref_state.params)))
   np.testing.assert_allclose(result["param_abs_sum"], ref_sum, rtol=1e-5)
+
+
+_CONSTRAINT = re.compile(r"sdy\.sharding_constraint %\S+ <@\w+, \[(.*?)\]> : tensor<([\dx]+)x\w+>")
+
+
+def _constraints(text: str) -> dict[tuple[int, ...], set[tuple]]:
+  """{shape: {per-dimension mesh axes}} of every sharding constraint in lowered StableHLO."""
+  out: dict[tuple[int, ...], set[tuple]] = {}
+  for dims, shape in _CONSTRAINT.findall(text):
+    spec = tuple(tuple(re.findall(r'"(\w+)"', d)) for d in re.findall(r"\{[^}]*\}", dims))
+    out.setdefault(tuple(int(s) for s in shape.split("x")), set()).add(spec)
+  return out
+
+
+@in_child
+@pytest.mark.parametrize("preset", sorted(parallel.PRESETS))
+@pytest.mark.parametrize("scan", [False, True])
+def test_activation_constraints_in_the_lowered_train_step(preset, scan):
+  """The trainer's step lowered on (2, 2, 2): block inputs/outputs (N, T, D), q/k/v and
+  the attention output (B, T, H, hd) and the MLP hidden (N, T, 4D) carry the preset's
+  activation sharding (batch over data x fsdp; heads and MLP hidden over tensor)."""
+  model = pc.tiny_model(scan_blocks=scan)
+  init, step = pc.train_pieces(model)
+  mesh = parallel.make_mesh((2, 2, 2))
+  rules = parallel.axis_rules({"preset": preset})
+  state = jax.eval_shape(init)
+  state_sh = parallel.state_shardings(state, parallel.param_shardings(model, mesh, rules), mesh)
+  fn = parallel.jit_train_step(step, mesh, state_sh, rules=rules)
+  n, t, d, h = pc.GLOBAL_BATCH, model.num_tokens, model.hidden_size, model.num_heads
+  x = jax.ShapeDtypeStruct((n, model.input_size, model.input_size, model.in_channels),
+                           np.float32)
+  got = _constraints(fn.lower(state, x, jax.ShapeDtypeStruct((n,), np.int32)).as_text())
+  batch, tensor = ("data", "fsdp"), ("tensor",) if "tensor" in preset else ()
+  assert got.get((n, t, d)) == {(batch, (), ())}, got
+  assert got.get((n, t, h, d // h)) == {(batch, (), tensor, ())}, got
+  assert got.get((n, t, 4 * d)) == {(batch, (), tensor)}, got
+  plain = _constraints(jax.jit(step).lower(state, x, jax.ShapeDtypeStruct((n,), np.int32))
+                       .as_text())
+  assert not plain  # without the rules the constraints are the identity

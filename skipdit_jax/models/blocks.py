@@ -5,32 +5,35 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from skipdit_jax.models.layers import (dense, layer_norm, modulate, per_sample,
-                                       torch_default_bias, torch_default_uniform, zeros, Dtype)
+from skipdit_jax.models import attention as attn
+from skipdit_jax.models.layers import (HEADS, MLP_HIDDEN, TOKENS, constrain, dense, layer_norm,
+                                       modulate, per_sample, torch_default_bias,
+                                       torch_default_uniform, zeros, Dtype)
 
 
 class Attention(nn.Module):
   """Multi-head self-attention with a fused qkv projection ([q; k; v], heads contiguous).
 
-  x (..., T, D): attention over T; leading axes (e.g. a video's N, F) are folded into one."""
+  x: (N, *, T, D) -> (N, *, T, D): attention over the second-to-last axis; any leading
+  axes are one batch. `attention` picks the kernel (models/attention.py); the logits and
+  softmax are float32 whatever `dtype`.
+  """
   hidden_size: int
   num_heads: int
   dtype: Dtype = jnp.float32
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    lead, (t, d) = x.shape[:-2], x.shape[-2:]
-    x = x.reshape(-1, t, d)
-    n = x.shape[0]
+    *lead, t, d = x.shape
     hd = d // self.num_heads
+    attn.check_available(self.attention, jnp.dtype(self.dtype).name, hd)
     qkv = dense(3 * d, ("embed", "heads"), dtype=self.dtype, name="qkv")(x)
-    q, k, v = jnp.split(qkv.reshape(n, t, 3, self.num_heads, hd), 3, axis=2)
-    q, k, v = (a[:, :, 0] for a in (q, k, v))  # (N, T, H, hd)
-    logits = jnp.einsum("nqhd,nkhd->nhqk", q, k).astype(jnp.float32) * hd ** -0.5
-    probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    out = jnp.einsum("nhqk,nkhd->nqhd", probs, v).reshape(n, t, d)
-    out = dense(d, ("heads", "embed"), dtype=self.dtype, name="proj")(out)
-    return out.reshape(*lead, t, d)
+    q, k, v = jnp.split(qkv.reshape(-1, t, 3, self.num_heads, hd), 3, axis=2)
+    q, k, v = (constrain(a[:, :, 0], HEADS) for a in (q, k, v))  # (B, T, H, hd)
+    out = constrain(attn.dot_product_attention(q, k, v, self.attention), HEADS)
+    out = out.reshape(*lead, t, d)
+    return dense(d, ("heads", "embed"), dtype=self.dtype, name="proj")(out)
 
 
 class Mlp(nn.Module):
@@ -43,7 +46,7 @@ class Mlp(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     h = dense(int(self.hidden_size * self.mlp_ratio), ("embed", "mlp"), dtype=self.dtype,
               name="fc1")(x)
-    h = nn.gelu(h, approximate=True)
+    h = nn.gelu(constrain(h, MLP_HIDDEN), approximate=True)
     return dense(self.hidden_size, ("mlp", "embed"), dtype=self.dtype, name="fc2")(h)
 
 
@@ -54,9 +57,11 @@ class DiTBlock(nn.Module):
   num_heads: int
   mlp_ratio: float = 4.0
   dtype: Dtype = jnp.float32
+  attention: str = "xla"
 
   def setup(self):
-    self.attn = Attention(self.hidden_size, self.num_heads, self.dtype)
+    self.attn = Attention(self.hidden_size, self.num_heads, self.dtype,
+                          attention=self.attention)
     self.mlp = Mlp(self.hidden_size, self.mlp_ratio, self.dtype)
     self.adaLN_modulation = dense(6 * self.hidden_size, ("embed", "modulation"),
                                   dtype=self.dtype, kernel_init=zeros)
@@ -75,8 +80,9 @@ class DiTBlock(nn.Module):
 
   def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
     s_msa, sc_msa, g_msa, s_mlp, sc_mlp, g_mlp = self.modulation(c)
+    x = constrain(x, TOKENS)
     x = x + per_sample(g_msa, x) * self.attn_branch(x, s_msa, sc_msa)
-    return x + per_sample(g_mlp, x) * self.mlp_branch(x, s_mlp, sc_mlp)
+    return constrain(x + per_sample(g_mlp, x) * self.mlp_branch(x, s_mlp, sc_mlp), TOKENS)
 
 
 class SkipFusion(nn.Module):

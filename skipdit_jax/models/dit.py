@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from skipdit_jax.models import scan, skip_pairs
+from skipdit_jax.models import attention, scan, skip_pairs
 from skipdit_jax.models.blocks import DiTBlock, FinalLayer, SkipFusion
 from skipdit_jax.models.layers import (LabelEmbedder, TimestepEmbedder, dense, patchify,
                                        sincos_2d, unpatchify)
@@ -35,6 +35,7 @@ class TransformerFields(nn.Module):
   dtype: str = "float32"
   scan_blocks: bool = False  # stacked blocks under lax.scan (models/scan.py)
   remat: str = "none"        # none | full | dots | dots_no_batch (models/scan.py)
+  attention: str = "xla"     # xla | cudnn | flash (models/attention.py)
 
   @property
   def out_channels(self) -> int:
@@ -72,11 +73,12 @@ class DiT(TransformerFields):
                                     self.class_dropout_prob, dt)
     if self.scan_blocks:
       self.block_stack = scan.BlockStack(self.hidden_size, self.num_heads, self.mlp_ratio,
-                                         self.depth, self.long_skip, self.remat, dt)
+                                         self.depth, self.long_skip, self.remat, dt,
+                                         attention=self.attention)
     else:
       block = scan.maybe_remat(DiTBlock, self.remat)
-      self.blocks = [block(self.hidden_size, self.num_heads, self.mlp_ratio, dt)
-                     for _ in range(self.depth)]
+      self.blocks = [block(self.hidden_size, self.num_heads, self.mlp_ratio, dt,
+                           attention=self.attention) for _ in range(self.depth)]
       if self.long_skip:
         self.skip_fusions = [SkipFusion(self.hidden_size, dt) for _ in range(self.depth // 2)]
     self.final_layer = FinalLayer(self.hidden_size,
@@ -141,5 +143,11 @@ def validate_shape(m: DiT) -> None:
   if m.hidden_size % m.num_heads:
     raise ValueError(f"model.num_heads={m.num_heads} does not divide model.hidden_size="
                      f"{m.hidden_size}: choose heads that divide the width")
-  if m.dtype not in ("float32", "bfloat16", "float16"):
-    raise ValueError(f"model.dtype={m.dtype!r} is not one of float32, bfloat16, float16")
+  if m.dtype == "float16":
+    raise ValueError("model.dtype='float16' is refused: float16's 5-bit exponent underflows "
+                     "small gradients unless the loss is scaled dynamically, which this "
+                     "trainer does not do; use model.dtype='bfloat16' (float32's range, the "
+                     "same speed on current accelerators) or 'float32'")
+  if m.dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"model.dtype={m.dtype!r} is not one of float32, bfloat16")
+  attention.validate_name(m.attention)

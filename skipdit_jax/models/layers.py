@@ -44,6 +44,20 @@ def dense(features: int, axes: tuple[str | None, str | None], *, dtype: Dtype,
       name=name)
 
 
+# Logical names of activation dimensions (parallel/rules.py maps them per preset). Outside
+# `parallel.activation_rules` (no rules or no mesh) `constrain` is the identity.
+TOKENS = ("activation_batch", "activation_length", "activation_embed")      # (N, T, D)
+HEADS = ("activation_batch", "activation_length", "activation_heads", None)  # (B, T, H, hd)
+MLP_HIDDEN = ("activation_batch", "activation_length", "activation_mlp")    # (N, T, 4D)
+
+
+def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
+  """`nn.with_logical_constraint` for an activation; extra axes after the first (a video
+  model's (N, F, T, D)) are unsharded."""
+  names = names[:1] + (None,) * (x.ndim - len(names)) + names[1:]
+  return nn.with_logical_constraint(x, names)
+
+
 def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
   """LayerNorm without affine parameters, computed in float32, returned in x's dtype."""
   x32 = x.astype(jnp.float32)

@@ -64,13 +64,15 @@ class BlockStack(nn.Module):
   long_skip: bool
   remat: str = "none"
   dtype: Any = jnp.float32
+  attention: str = "xla"
 
   def setup(self):
     validate(self.remat)
     d = self.hidden_size
     h, c = jnp.zeros((1, 1, d), jnp.float32), jnp.zeros((1, d), jnp.float32)
     # parent=None: templates used functionally, not children of this module.
-    self._block = DiTBlock(d, self.num_heads, self.mlp_ratio, self.dtype, parent=None)
+    self._block = DiTBlock(d, self.num_heads, self.mlp_ratio, self.dtype,
+                           attention=self.attention, parent=None)
     self._fusion = SkipFusion(d, self.dtype, parent=None)
     self.blocks = self.param("blocks", _stacked_init(self._block, self.depth, h, c))
     if self.long_skip:

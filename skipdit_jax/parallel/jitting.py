@@ -13,7 +13,7 @@ import jax
 from jax.sharding import Mesh
 
 from skipdit_jax.parallel.batch import batch_sharding, replicated
-from skipdit_jax.parallel.rules import Rules, param_shardings, state_shardings
+from skipdit_jax.parallel.rules import Rules, constrained, param_shardings, state_shardings
 
 
 def sharded_init(init_fn: Callable[[], Any], model: Any, mesh: Mesh, rules: Rules
@@ -41,9 +41,12 @@ def step_jit_kwargs(mesh: Mesh, state_sh: Any, *, extra_state: int = 0) -> dict[
               donate_argnums=tuple(range(1 + extra_state)))
 
 
-def jit_train_step(step: Callable, mesh: Mesh, state_sh: Any, *, extra_state: int = 0
-                   ) -> Callable:
-  """`step` jitted with `step_jit_kwargs` (the trainer's `train_step`, bound by partial)."""
+def jit_train_step(step: Callable, mesh: Mesh, state_sh: Any, *, extra_state: int = 0,
+                   rules: Rules | None = None) -> Callable:
+  """`step` jitted with `step_jit_kwargs` (the trainer's `train_step`, bound by partial);
+  with `rules`, traced under their activation constraints (`rules.constrained`)."""
+  if rules is not None:
+    step = constrained(step, mesh, rules)
   return jax.jit(step, **step_jit_kwargs(mesh, state_sh, extra_state=extra_state))
 
 

@@ -10,13 +10,21 @@ to mesh axes; names without a rule stay replicated. Presets (`config.mesh.preset
                outputs over tensor
   fsdp_tensor  both, except adaLN outputs and skip-fusion inputs (see _TENSOR_ONLY)
 
+Activations carry logical names too (`models.layers`: activation_batch, _length, _embed,
+_heads, _mlp): every preset splits the batch over (data, fsdp) like the input batch and,
+with tensor, the attention heads and the MLP hidden over tensor (Megatron: block inputs and
+outputs replicated over tensor). `constrained(step, mesh, rules)` traces a step with these
+constraints in force; outside it they are the identity.
+
 `config.mesh.rules` ((logical, mesh axes) pairs) come first and so take precedence.
 """
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Sequence
+import contextlib
+import functools
+from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -33,11 +41,14 @@ _TENSOR: Rules = (("heads", "tensor"), ("mlp", "tensor"))
 # XLA's SPMD partitioner gave wrong gradients on a (2, 2, 2) mesh (jax 0.10.2, CPU, GSPMD
 # and Shardy alike; a 15-line repro is in docs/SCALING.md).
 _TENSOR_ONLY: Rules = (("modulation", "tensor"), ("skip_in", "tensor"))
+_ACT: Rules = (("activation_batch", ("data", "fsdp")), ("activation_length", None),
+               ("activation_embed", None))
+_ACT_TENSOR: Rules = (("activation_heads", "tensor"), ("activation_mlp", "tensor"))
 PRESETS: dict[str, Rules] = {
-    "data": (),
-    "fsdp": _FSDP,
-    "tensor": _TENSOR + _TENSOR_ONLY,
-    "fsdp_tensor": _FSDP + _TENSOR,
+    "data": _ACT,
+    "fsdp": _FSDP + _ACT,
+    "tensor": _TENSOR + _TENSOR_ONLY + _ACT + _ACT_TENSOR,
+    "fsdp_tensor": _FSDP + _TENSOR + _ACT + _ACT_TENSOR,
 }
 
 
@@ -70,6 +81,23 @@ def axis_rules(mesh_cfg: Any) -> Rules:
                          f"mesh axes are {AXES}")
     extra.append((pair[0], axes))
   return tuple(extra) + PRESETS[preset]
+
+
+@contextlib.contextmanager
+def activation_rules(mesh: Mesh, rules: Rules) -> Iterator[None]:
+  """While a step is traced inside: `nn.with_logical_constraint` maps activations through
+  `rules` onto `mesh` (an abstract-mesh context, which may be entered under jit)."""
+  with nn.logical_axis_rules(rules), jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+    yield
+
+
+def constrained(fn: Callable, mesh: Mesh, rules: Rules) -> Callable:
+  """`fn` traced under `activation_rules(mesh, rules)` (wrap before `jax.jit`)."""
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    with activation_rules(mesh, rules):
+      return fn(*args, **kwargs)
+  return wrapped
 
 
 def _path_str(path: tuple) -> str:

@@ -18,7 +18,8 @@ from skipdit_jax.parallel.batch import make_global_batch, process_rows
 from skipdit_jax.parallel.distributed import is_main_process
 from skipdit_jax.parallel.jitting import step_jit_kwargs
 from skipdit_jax.parallel.mesh import make_mesh
-from skipdit_jax.parallel.rules import axis_rules, param_shardings, state_shardings
+from skipdit_jax.parallel.rules import (axis_rules, constrained, param_shardings,
+                                        state_shardings)
 
 
 class MeshRun:
@@ -56,6 +57,10 @@ class MeshRun:
   def place(self, state: Any) -> Any:
     """A state built elsewhere (imported weights) onto the run's shardings."""
     return jax.device_put(state, self.state_sh)
+
+  def constrained(self, fn: Callable) -> Callable:
+    """`fn` traced with the run's activation constraints (wrap the step before jit)."""
+    return constrained(fn, self.mesh, self.rules)
 
   def step_jit_kwargs(self) -> dict[str, Any]:
     """in/out shardings and donation for the guarded step (state, guard, x, y)."""

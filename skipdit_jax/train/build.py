@@ -17,7 +17,7 @@ SHAPE_FIELDS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth
                 "scan_blocks")
 _MODEL_OVERRIDES = ("long_skip", "depth", "hidden_size", "num_heads", "patch_size",
                     "mlp_ratio", "learn_sigma", "class_dropout_prob", "dtype", "scan_blocks",
-                    "remat")
+                    "remat", "attention")
 
 
 def get_field(config: Any, path: str, default: Any = None) -> Any:

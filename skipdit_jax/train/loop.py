@@ -171,7 +171,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   def make_jit(fn, **kw):
     aot["step"] = _AotJit(fn, **kw)
     return aot["step"]
-  step_fn = GuardedStep(raw_step, tc.get("nonfinite", "skip"), jit=make_jit,
+  step_fn = GuardedStep(run.constrained(raw_step), tc.get("nonfinite", "skip"), jit=make_jit,
                         **run.step_jit_kwargs())
   step_fn.restore(meta.get("guard"))
 

@@ -9,7 +9,7 @@ import jax
 # Dense bf16 peak FLOP/s per chip (vendor figures). MFU is reported against these
 # whatever the compute dtype, so float32 runs read low, as they should.
 PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
-    ("tpu v5p", 459e12), ("tpu v5 lite", 197e12), ("tpu v5e", 197e12),
+    ("tpu v6 lite", 918e12), ("tpu v6e", 918e12), ("tpu v5p", 459e12), ("tpu v5 lite", 197e12), ("tpu v5e", 197e12),
     ("tpu v4", 275e12), ("h200", 989e12), ("h100", 989e12), ("a100", 312e12),
 )
 
