@@ -27,6 +27,13 @@ feature classifier 5 min, each twin's 3,000 steps with 12 FD points 42-45 min (t
 0.45-0.65 s/step, one 1,000-image 50-step DDIM FD point 55-85 s), cache sweeps 16 + 11 min,
 stability under 1 min. `train.sample_every=500` halves the FD points (about -14 min); a
 concurrent job roughly doubles everything.
+
+The video sweep is estimated (not run in full) at ~60-75 min idle, extrapolated from its
+--smoke (275 s at 1-min load ~2.5, ~9.5 ms per clip and sampling step there): two 900-step
+trainings ~15 min each (the demo config's figure), 6 FD points of 200 clips x 50 steps
+~1-1.5 min each, two cache sweeps (16 + 12 rows; a row = one timed uncached 50-clip chunk
+plus 200 cached clips) ~20-30 min, feature nets ~4 min, stability ~2 min. The biggest
+knobs: `eval.num_samples` (sweep and FD points scale with it) and `train.sample_every`.
 """
 from __future__ import annotations
 
@@ -323,6 +330,8 @@ def report(root, runs_out, sweep_rows, score, log, twins=("skipdit", "dit")) -> 
                           "final_eval_loss": c[last]["eval_loss"],
                           "final_class_accuracy": c[last]["class_accuracy"],
                           "train_s": runs_out[n]["train_s"]}
+    if "motion" in c[last]:  # clips
+      summary["runs"][n]["final_motion_pass"] = c[last]["motion"]["motion_pass"]
   skip, plain = twins  # (with long skips, vanilla)
   if {skip, plain} <= set(curves):
     van = curves[plain]
@@ -336,7 +345,6 @@ def report(root, runs_out, sweep_rows, score, log, twins=("skipdit", "dit")) -> 
   for r in sweep_rows:
     if r["policy"] != "none":
       by.setdefault(f"{r['model']} {r['label']}", []).append(r)
-  video = any("motion" in r for r in sweep_rows)
   value = lambda r, key: r["motion"]["motion_pass"] if key == "motion_pass" else r[key]
   keys = [(score, score), ("psnr", "PSNR vs uncached (dB)")]
   if video:
@@ -347,12 +355,15 @@ def report(root, runs_out, sweep_rows, score, log, twins=("skipdit", "dit")) -> 
         {k: ([r["measured"] for r in v], [value(r, key) for r in v]) for k, v in by.items()},
         xlabel="measured speedup", ylabel=label, title=f"{label} vs measured speedup",
         annotate={k: [f"N={r['N']}" for r in v] for k, v in by.items()}))
-  lines = [f"| model | steps | final {score} | final eval eps-MSE | class acc | train s |",
-           "|---|---|---|---|---|---|"]
+  video = any("motion" in r for r in sweep_rows)
+  lines = [f"| model | steps | final {score} | final eval eps-MSE | class acc | train s |"
+           + (" motion pass |" if video else ""),
+           "|---|---|---|---|---|---|" + ("---|" if video else "")]
   for n, r in summary["runs"].items():
     lines.append(f"| {n} | {r['final_step']} | {r['final_' + score]:.3f} | "
                  f"{r['final_eval_loss']:.4f} | {r['final_class_accuracy']:.3f} | "
-                 f"{r['train_s']:.0f} |")
+                 f"{r['train_s']:.0f} |" +
+                 (f" {r['final_motion_pass']:.3f} |" if "final_motion_pass" in r else ""))
   lines += ["", f"| model | step | {score} | KID | precision | recall | eval eps-MSE |",
             "|---|---|---|---|---|---|---|"]
   suffix = score[score.index("-"):] if "-" in score else ""
