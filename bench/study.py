@@ -29,7 +29,8 @@ stability under 1 min. `train.sample_every=500` halves the FD points (about -14 
 concurrent job roughly doubles everything.
 
 The video sweep is estimated (not run in full) at ~60-75 min idle, extrapolated from its
---smoke (275 s at 1-min load ~2.5, ~9.5 ms per clip and sampling step there): two 900-step
+--smoke (126 s at 1-min load ~1, 275 s at ~2.5; ~9.5 ms per clip and sampling step
+at load ~2.5): two 900-step
 trainings ~15 min each (the demo config's figure), 6 FD points of 200 clips x 50 steps
 ~1-1.5 min each, two cache sweeps (16 + 12 rows; a row = one timed uncached 50-clip chunk
 plus 200 cached clips) ~20-30 min, feature nets ~4 min, stability ~2 min. The biggest
@@ -38,6 +39,7 @@ knobs: `eval.num_samples` (sweep and FD points scale with it) and `train.sample_
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -49,8 +51,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-
-import dataclasses  # noqa: E402
 
 from skipdit_jax import data, sampling  # noqa: E402
 from skipdit_jax import diffusion as D  # noqa: E402
@@ -98,10 +98,6 @@ def smoke_spec(dataset: str) -> feature_net.FeatureNetSpec:
   spec = feature_net.SPECS[dataset]
   return dataclasses.replace(spec, widths=(8,), feature_dim=16, train_steps=20,
                              max_examples=400 if spec.max_examples else 0)
-
-
-def is_video(model) -> bool:
-  return len(model.sample_shape) == 4
 
 
 class Scorer:
@@ -316,6 +312,7 @@ def report(root, runs_out, sweep_rows, score, log, twins=("skipdit", "dit")) -> 
   """Tables (markdown), overlay plots and the summary dict of the whole study."""
   out_dir = os.path.join(root, "study")
   os.makedirs(out_dir, exist_ok=True)
+  video = any("motion" in r for r in sweep_rows)  # clips: motion figure columns and plot
   curves = {n: {int(s): v for s, v in r["points"].items()} for n, r in runs_out.items()}
   pngs = [plots.line_plot(os.path.join(out_dir, f"{key}_vs_step.png"),
                           {n: (sorted(c), [c[s][key] for s in sorted(c)])
@@ -355,7 +352,6 @@ def report(root, runs_out, sweep_rows, score, log, twins=("skipdit", "dit")) -> 
         {k: ([r["measured"] for r in v], [value(r, key) for r in v]) for k, v in by.items()},
         xlabel="measured speedup", ylabel=label, title=f"{label} vs measured speedup",
         annotate={k: [f"N={r['N']}" for r in v] for k, v in by.items()}))
-  video = any("motion" in r for r in sweep_rows)
   lines = [f"| model | steps | final {score} | final eval eps-MSE | class acc | train s |"
            + (" motion pass |" if video else ""),
            "|---|---|---|---|---|---|" + ("---|" if video else "")]
