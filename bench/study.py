@@ -1,31 +1,45 @@
-"""The small-scale Skip-DiT study, end to end, from one sweep config.
+"""The small-scale Skip-DiT / Skip-Latte study, end to end, from one sweep config.
 
 For every run of the sweep (configs/sweeps/study_fmnist.py: the Fashion-MNIST DiT and
-Skip-DiT twins of configs/study_fmnist.py) it
-  1. trains the run in `<root>/<name>` (resumable), scoring FD-fmnist, KID, precision /
-     recall, class accuracy and a fixed held-out eps-MSE every `train.sample_every` steps
-     through the loop's sample hook (FD and loss vs step);
+Skip-DiT twins of configs/study_fmnist.py; configs/sweeps/study_mdigits.py: the
+moving-digits Latte and Skip-Latte twins of the video demo configs) it
+  1. trains the run in `<root>/<name>` (resumable), scoring FD-<data> (FD-fmnist,
+     FD-mdigits), KID, precision / recall, class accuracy and a fixed held-out eps-MSE
+     every `train.sample_every` steps through the loop's sample hook (FD and loss vs step);
   2. samples the final EMA model uncached and under every cache policy of the sweep at
      every interval N, all from the same noise, and records FD, PSNR/SSIM vs the uncached
-     images, the ideal and the measured speedup (steady chunks: the first, compiling
-     chunk is not timed);
+     samples (clips: per frame), the ideal and the measured speedup (steady chunks: the
+     first, compiling chunk is not timed), and for clips the motion figure;
   3. runs the stability analyses (per-step deep-feature similarity, perturbation grid,
-     block Jacobian spectral norms).
-Then it writes `<root>/study/` (tables.md, PNGs, study.json) and prints one JSON line.
-FD-fmnist uses our own classifier's features and is not comparable to Inception FID.
+     per-unit Jacobian spectral norms; a unit is a block, or a Latte spatial+temporal pair).
+Then it writes `<root>/study/` (tables.md, PNGs, study.json) and prints one JSON line;
+sample grids (clips: filmstrip PNGs, rows = clips, and GIFs) go to `<root>/<name>/eval/
+samples/`. FD-<data> uses our own classifier's features: not Inception FID, not FVD.
+Clips (video runs) get class accuracy from a frame reader fitted on real frames
+(eval/clip_scores.py), since FD-mdigits' net is taught digit x direction.
 
-  python bench/study.py --root /tmp/study            # the study (~2 h idle)
+  python bench/study.py --root /tmp/study            # the image study (~2 h idle)
   python bench/study.py --root /tmp/study_smoke --smoke   # a few steps of everything
+  python bench/study.py --sweep configs/sweeps/study_mdigits.py --root /tmp/vstudy
 
 Measured on an idle 2-core CPU (2026-11-29, docs/RESULTS.md): 7,154 s = 119 min in all --
 feature classifier 5 min, each twin's 3,000 steps with 12 FD points 42-45 min (train
 0.45-0.65 s/step, one 1,000-image 50-step DDIM FD point 55-85 s), cache sweeps 16 + 11 min,
 stability under 1 min. `train.sample_every=500` halves the FD points (about -14 min); a
 concurrent job roughly doubles everything.
+
+The video sweep is estimated (not run in full) at ~60-75 min idle, extrapolated from its
+--smoke (126 s at 1-min load ~1, 275 s at ~2.5; ~9.5 ms per clip and sampling step
+at load ~2.5): two 900-step
+trainings ~15 min each (the demo config's figure), 6 FD points of 200 clips x 50 steps
+~1-1.5 min each, two cache sweeps (16 + 12 rows; a row = one timed uncached 50-clip chunk
+plus 200 cached clips) ~20-30 min, feature nets ~4 min, stability ~2 min. The biggest
+knobs: `eval.num_samples` (sweep and FD points scale with it) and `train.sample_every`.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -41,8 +55,8 @@ import numpy as np  # noqa: E402
 from skipdit_jax import data, sampling  # noqa: E402
 from skipdit_jax import diffusion as D  # noqa: E402
 from skipdit_jax.config_check import check_config  # noqa: E402
-from skipdit_jax.eval import (feature_net, image_grid, image_metrics, plots, run,  # noqa: E402
-                              sample_quality, stability)
+from skipdit_jax.eval import (clip_scores, feature_net, image_grid, image_metrics,  # noqa: E402
+                              plots, run, sample_quality, stability, video_io, video_metrics)
 from skipdit_jax.train import build_diffusion, build_model, train  # noqa: E402
 
 
@@ -74,10 +88,80 @@ def shrink_for_smoke(c) -> None:
   c.eval.num_samples, c.eval.num_ref, c.eval.kid_subsets = 40, 200, 5
   c.eval.kid_subset_size, c.eval.stability_samples, c.eval.spectral_iters = 40, 2, 3
   c.eval.perturb_scales = (0.0, 0.05)
+  if c.data.get("num_frames", 0):  # clips: a small real set for the frame reader
+    c.eval.classifier_train = 200
 
 
-SMOKE_NET = feature_net.FeatureNetSpec(widths=(8,), feature_dim=16, train_steps=20,
-                                       test_split="test")
+def smoke_spec(dataset: str) -> feature_net.FeatureNetSpec:
+  """The dataset's feature-net spec shrunk to a few steps (and, where it subsets, few
+  examples: generated clips cost their generation)."""
+  spec = feature_net.SPECS[dataset]
+  return dataclasses.replace(spec, widths=(8,), feature_dim=16, train_steps=20,
+                             max_examples=400 if spec.max_examples else 0)
+
+
+class Scorer:
+  """Scores samples of one study: FD-<data>, KID, precision / recall, class accuracy and,
+  for clips, the motion figure. Clips' class accuracy comes from a frame reader fitted on
+  real frames (the FD net of moving digits learnt digit x direction, not the labels)."""
+
+  def __init__(self, config, nets, refs, opts, log, smoke: bool = False):
+    self.nets, self.refs, self.opts = nets, refs, opts
+    self.name = nets["classifier"].score_name
+    self.video = bool(config.data.get("num_frames", 0))
+    self.reader, self.references = None, {}
+    if self.video:
+      images, labels, _ = data.load_source(config.data.name, data=config.data)
+      num_train = config.eval.classifier_train
+      clips = clip_scores.real_clips(images, num_train + max(num_train // 4, 50))
+      self.video_label = config.data.get("video", {}).get("label", "digit")
+      classes = clip_scores.frame_classes(np.asarray(labels[:len(clips)]), self.video_label)
+      spec = clip_scores.READER_SPEC
+      if smoke:
+        spec = dataclasses.replace(spec, widths=(8,), feature_dim=16, train_steps=20)
+      self.reader = clip_scores.fit_frame_reader(clips, classes, num_train=num_train,
+                                                 seed=config.seed, log=log, spec=spec)
+      self.references = {
+          "frame_reader_heldout_accuracy": self.reader.test_accuracy,
+          "motion_real": video_metrics.motion_figure(clips[:500]),
+          "motion_shuffled": video_metrics.motion_figure(
+              video_metrics.shuffle_frames(clips[:500], seed=config.seed))}
+
+  def __call__(self, samples: np.ndarray, labels: np.ndarray) -> dict:
+    row = run.score_images(samples, labels, self.nets, self.refs, self.opts,
+                           accuracy=not self.video)
+    if self.video:
+      samples = np.clip(samples, -1, 1)
+      row["class_accuracy"] = clip_scores.frame_accuracy(
+          self.reader, samples, clip_scores.frame_classes(labels, self.video_label))
+      row["motion"] = video_metrics.motion_figure(samples)
+    return row
+
+
+def grid_args(samples: np.ndarray, ncol: int = 10) -> tuple[np.ndarray, int]:
+  """(images, ncol) of a picture: up to 100 images `ncol` a row, or a filmstrip of up to
+  10 clips (rows = clips, columns = frames)."""
+  if samples.ndim == 5:
+    return video_metrics.frames(samples[:10]), samples.shape[1]
+  return samples[:100], ncol
+
+
+def save_samples(samples: np.ndarray, stem: str) -> list[str]:
+  """`stem`.png (grid or filmstrip) and, for clips, `stem`.gif (up to 20, 10 a row)."""
+  os.makedirs(os.path.dirname(stem), exist_ok=True)
+  images, ncol = grid_args(samples)
+  image_grid.save_grid(images, stem + ".png", ncol=ncol, scale=2)
+  out = [stem + ".png"]
+  if samples.ndim == 5:
+    video_io.save_gif(np.clip(samples[:20], -1, 1), stem + ".gif", ncol=10, scale=2)
+    out.append(stem + ".gif")
+  return out
+
+
+def heldout_split(dataset: str) -> str:
+  """The split of the held-out eps-MSE set: the dataset's test split where it has one."""
+  spec = feature_net.SPECS.get(dataset)
+  return spec.test_split if spec is not None and spec.test_split else "train"
 
 
 def sample_timed(model, params, diffusion, labels, seed, batch, **opts):
@@ -128,7 +212,11 @@ def _write(path, obj):
     json.dump(obj, f, indent=1, default=float)
 
 
-def train_with_curve(name, config, workdir, nets, refs, opts, loss_fn, log):
+def _scalars(row: dict) -> str:
+  return ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, (int, float)))
+
+
+def train_with_curve(name, config, workdir, score, opts, loss_fn, log):
   """Trains (resuming); FD and eval loss at every sample_every step -> fd_vs_step.json."""
   path = os.path.join(workdir, "eval", "fd_vs_step.json")
   points = {int(k): v for k, v in _read(path, {}).items()}
@@ -141,12 +229,13 @@ def train_with_curve(name, config, workdir, nets, refs, opts, loss_fn, log):
       return None
     imgs, _, total = sample_timed(model, ema_params, diffusion, labels, 0,
                                   config.sample.batch_size, **sopts)
-    row = run.score_images(imgs, labels, nets, refs, opts)
+    row = score(imgs, labels)
     row.update(eval_loss=loss_fn(ema_params), sample_s=total)
     points[step] = row
     _write(path, points)
-    log(f"{name} step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
-    return image_grid.make_grid(imgs[:100], ncol=10, scale=2)
+    log(f"{name} step {step}: " + _scalars(row))
+    images, ncol = grid_args(imgs)
+    return image_grid.make_grid(images, ncol=ncol, scale=2)
 
   check_config(config, workdir=workdir)
   t0 = time.perf_counter()
@@ -154,8 +243,22 @@ def train_with_curve(name, config, workdir, nets, refs, opts, loss_fn, log):
   return model, diffusion, state.ema_params, points, summary, time.perf_counter() - t0
 
 
-def cache_sweep(name, config, model, diffusion, params, nets, refs, opts, policies,
-                intervals, workdir, log):
+def fidelity(samples: np.ndarray, ref: np.ndarray) -> dict:
+  """Mean PSNR (capped at 100 dB: identical samples) and SSIM of samples vs the uncached
+  ones; clips are scored frame by frame, with the per-frame-index curves beside."""
+  a, b = (video_metrics.frames(samples), video_metrics.frames(ref)) if samples.ndim == 5 \
+      else (samples, ref)
+  out = {"psnr": float(np.mean(np.minimum(image_metrics.psnr(a, b), 100))),
+         "ssim": float(np.mean(image_metrics.ssim(a, b)))}
+  if samples.ndim == 5:
+    out["psnr_per_frame"] = [float(v) for v in np.minimum(
+        video_metrics.per_frame("psnr", samples, ref), 100)]
+    out["ssim_per_frame"] = [float(v) for v in video_metrics.per_frame("ssim", samples, ref)]
+  return out
+
+
+def cache_sweep(name, config, model, diffusion, params, score, opts, policies, intervals,
+                workdir, log):
   """Every (policy, N) from the same noise as the uncached reference -> rows. Measured
   speedup = an uncached chunk timed just before / the cached run's steady chunk."""
   path = os.path.join(workdir, "eval", "cache_sweep.json")
@@ -164,8 +267,10 @@ def cache_sweep(name, config, model, diffusion, params, nets, refs, opts, polici
   batch = config.sample.batch_size
   ref, ref_steady, _ = sample_timed(model, params, diffusion, labels, 0, batch, **base)
   ref = np.clip(ref, -1, 1)
+  sample_dir = os.path.join(workdir, "eval", "samples")
   rows = [dict(model=name, policy="none", label="uncached", N=1, ideal=1.0, measured=1.0,
-               steady_chunk_s=ref_steady, **run.score_images(ref, labels, nets, refs, opts))]
+               steady_chunk_s=ref_steady, **score(ref, labels),
+               files=save_samples(ref, os.path.join(sample_dir, "uncached")))]
   for policy, extra, label in policies:
     for n in intervals:
       kw = dict(base, policy=policy, interval=n, **extra)
@@ -179,13 +284,12 @@ def cache_sweep(name, config, model, diffusion, params, nets, refs, opts, polici
       imgs = np.clip(imgs, -1, 1)
       row = dict(model=name, policy=policy, label=label, N=n, ideal=plan.ideal_speedup,
                  measured=base_s / steady, steady_chunk_s=steady, uncached_chunk_s=base_s,
-                 psnr=float(np.mean(np.minimum(image_metrics.psnr(imgs, ref), 100))),
-                 ssim=float(np.mean(image_metrics.ssim(imgs, ref))),
-                 **run.score_images(imgs, labels, nets, refs, opts))
+                 **fidelity(imgs, ref), **score(imgs, labels),
+                 files=save_samples(imgs, os.path.join(
+                     sample_dir, f"{policy}_N{n}")))
       rows.append(row)
       log(f"{name} {label} N={n}: ideal {row['ideal']:.2f}x measured {row['measured']:.2f}x "
-          f"PSNR {row['psnr']:.2f} dB {refs['classifier'].name} "
-          f"{row[refs['classifier'].name]:.3g}")
+          f"PSNR {row['psnr']:.2f} dB {score.name} {row[score.name]:.3g}")
   _write(path, rows)
   return rows
 
@@ -204,10 +308,11 @@ def crossing_step(points: dict, target: float):
   return None
 
 
-def report(root, runs_out, sweep_rows, score, log) -> dict:
+def report(root, runs_out, sweep_rows, score, log, twins=("skipdit", "dit")) -> dict:
   """Tables (markdown), overlay plots and the summary dict of the whole study."""
   out_dir = os.path.join(root, "study")
   os.makedirs(out_dir, exist_ok=True)
+  video = any("motion" in r for r in sweep_rows)  # clips: motion figure columns and plot
   curves = {n: {int(s): v for s, v in r["points"].items()} for n, r in runs_out.items()}
   pngs = [plots.line_plot(os.path.join(out_dir, f"{key}_vs_step.png"),
                           {n: (sorted(c), [c[s][key] for s in sorted(c)])
@@ -222,30 +327,39 @@ def report(root, runs_out, sweep_rows, score, log) -> dict:
                           "final_eval_loss": c[last]["eval_loss"],
                           "final_class_accuracy": c[last]["class_accuracy"],
                           "train_s": runs_out[n]["train_s"]}
-  if {"skipdit", "dit"} <= set(curves):
-    dit = curves["dit"]
-    target = dit[max(dit)][score]
-    reach = crossing_step({s: v[score] for s, v in curves["skipdit"].items()}, target)
+    if "motion" in c[last]:  # clips
+      summary["runs"][n]["final_motion_pass"] = c[last]["motion"]["motion_pass"]
+  skip, plain = twins  # (with long skips, vanilla)
+  if {skip, plain} <= set(curves):
+    van = curves[plain]
+    target = van[max(van)][score]
+    reach = crossing_step({s: v[score] for s, v in curves[skip].items()}, target)
     summary["convergence"] = {
-        "dit_final_" + score: target, "dit_steps": max(dit),
-        "skipdit_steps_to_reach": reach,
-        "speedup": (max(dit) / reach) if reach else None}
+        f"{plain}_final_{score}": target, f"{plain}_steps": max(van),
+        f"{skip}_steps_to_reach": reach,
+        "speedup": (max(van) / reach) if reach else None}
   by = {}
   for r in sweep_rows:
     if r["policy"] != "none":
       by.setdefault(f"{r['model']} {r['label']}", []).append(r)
-  for key, label in ((score, score), ("psnr", "PSNR vs uncached (dB)")):
+  value = lambda r, key: r["motion"]["motion_pass"] if key == "motion_pass" else r[key]
+  keys = [(score, score), ("psnr", "PSNR vs uncached (dB)")]
+  if video:
+    keys.append(("motion_pass", "motion figure (fraction of clips passing)"))
+  for key, label in keys:
     pngs.append(plots.scatter_plot(
         os.path.join(out_dir, f"{key}_vs_speedup.png"),
-        {k: ([r["measured"] for r in v], [r[key] for r in v]) for k, v in by.items()},
+        {k: ([r["measured"] for r in v], [value(r, key) for r in v]) for k, v in by.items()},
         xlabel="measured speedup", ylabel=label, title=f"{label} vs measured speedup",
         annotate={k: [f"N={r['N']}" for r in v] for k, v in by.items()}))
-  lines = [f"| model | steps | final {score} | final eval eps-MSE | class acc | train s |",
-           "|---|---|---|---|---|---|"]
+  lines = [f"| model | steps | final {score} | final eval eps-MSE | class acc | train s |"
+           + (" motion pass |" if video else ""),
+           "|---|---|---|---|---|---|" + ("---|" if video else "")]
   for n, r in summary["runs"].items():
     lines.append(f"| {n} | {r['final_step']} | {r['final_' + score]:.3f} | "
                  f"{r['final_eval_loss']:.4f} | {r['final_class_accuracy']:.3f} | "
-                 f"{r['train_s']:.0f} |")
+                 f"{r['train_s']:.0f} |" +
+                 (f" {r['final_motion_pass']:.3f} |" if "final_motion_pass" in r else ""))
   lines += ["", f"| model | step | {score} | KID | precision | recall | eval eps-MSE |",
             "|---|---|---|---|---|---|---|"]
   suffix = score[score.index("-"):] if "-" in score else ""
@@ -256,13 +370,15 @@ def report(root, runs_out, sweep_rows, score, log) -> dict:
                    f"{v['precision' + suffix]:.3f} | {v['recall' + suffix]:.3f} | "
                    f"{v['eval_loss']:.4f} |")
   lines += ["", f"| model | policy | N | ideal | measured | {score} | PSNR dB | SSIM | "
-            "class acc |", "|---|---|---|---|---|---|---|---|---|"]
+            "class acc |" + (" motion pass |" if video else ""),
+            "|---|---|---|---|---|---|---|---|---|" + ("---|" if video else "")]
   for r in sweep_rows:
     psnr = "-" if "psnr" not in r else f"{r['psnr']:.2f}"
     ssim = "-" if "ssim" not in r else f"{r['ssim']:.4f}"
     lines.append(f"| {r['model']} | {r['label']} | {r['N']} | {r['ideal']:.2f}x | "
                  f"{r['measured']:.2f}x | {r[score]:.3f} | {psnr} | {ssim} | "
-                 f"{r['class_accuracy']:.3f} |")
+                 f"{r['class_accuracy']:.3f} |" +
+                 (f" {r['motion']['motion_pass']:.3f} |" if video else ""))
   table = "\n".join(lines)
   with open(os.path.join(out_dir, "tables.md"), "w") as f:
     f.write(table + "\n")
@@ -296,26 +412,28 @@ def main() -> None:
   dataset, opts = first.data.name, run.eval_options(first)
   shared = os.path.join(args.root, "study")
   t0 = time.perf_counter()
-  net = feature_net.load_or_train(dataset, shared, spec=SMOKE_NET if args.smoke else None,
-                                  seed=first.seed, log=log)
+  # The twins share config.data (one feature net, reference and held-out set for both).
+  net = feature_net.load_or_train(dataset, shared, spec=smoke_spec(dataset) if args.smoke
+                                  else None, seed=first.seed, log=log, data=first.data)
   nets = {"classifier": net}
   refs = {"classifier": sample_quality.build_reference(net, dataset, shared,
-                                                       num=opts["num_ref"], seed=first.seed)}
-  xt, yt, _ = data.load_source(dataset, split="test" if dataset == "fashion_mnist"
-                               else "train")
+                                                       num=opts["num_ref"], seed=first.seed,
+                                                       data=first.data)}
+  score = Scorer(first, nets, refs, opts, log, smoke=args.smoke)
+  xt, yt, _ = data.load_source(dataset, split=heldout_split(dataset), data=first.data)
   m_eval = 50 if args.smoke else 1000
+  xt, yt = np.asarray(xt[np.arange(m_eval)], np.float32), np.asarray(yt)[:m_eval]
   times = {"feature_net_s": time.perf_counter() - t0}
   runs_out, sweep_rows, stab = {}, [], {}
   for name, config in configs.items():
     workdir = os.path.join(args.root, name)
-    loss_fn = eval_loss_fn(build_model(config), build_diffusion(config), xt[:m_eval],
-                           yt[:m_eval])
+    loss_fn = eval_loss_fn(build_model(config), build_diffusion(config), xt, yt)
     model, diffusion, params, points, summary, train_s = train_with_curve(
-        name, config, workdir, nets, refs, opts, loss_fn, log)
+        name, config, workdir, score, opts, loss_fn, log)
     runs_out[name] = {"points": points, "train_s": summary.get("train_time_s", train_s),
                       "img_per_s": summary.get("img_per_s")}
     t0 = time.perf_counter()
-    sweep_rows += cache_sweep(name, config, model, diffusion, params, nets, refs, opts,
+    sweep_rows += cache_sweep(name, config, model, diffusion, params, score, opts,
                               [tuple(p) for p in sweep.policies[name]], intervals, workdir,
                               log)
     times[f"{name}_sweep_s"] = time.perf_counter() - t0
@@ -326,19 +444,29 @@ def main() -> None:
     out_dir = os.path.join(workdir, "eval")
     stab[name] = run.stability_report(model, params, diffusion, sc, opts, out_dir)
     times[f"{name}_stability_s"] = time.perf_counter() - t0
-  summary = report(args.root, runs_out, sweep_rows, net.score_name, log)
+  summary = report(args.root, runs_out, sweep_rows, net.score_name, log,
+                   twins=tuple(sweep.get("twins", ("skipdit", "dit"))))
   summary["plots"] += run.plot_stability(stab, os.path.join(args.root, "study"))
   summary["stability"] = {
       n: {"consecutive_mean": s["steps"]["consecutive_mean"],
           "cached_vs_uncached_mean": s["steps"].get("cached_vs_uncached_mean"),
           "perturbation_deep_min": float(np.min(s["perturbation"]["deep"])),
-          "spectral_max": max(s["spectral"]["max"])} for n, s in stab.items()}
+          "spectral_max": max(s["spectral"]["max"]),
+          # Per unit (a block; a Latte spatial+temporal pair with its fusion):
+          "unit": s["spectral"].get("unit", "block"),
+          "spectral_per_unit_mean": s["spectral"]["mean"],
+          "spectral_per_unit_max": s["spectral"]["max"],
+          # Figure 1a: deep-feature cosine of consecutive uncached steps, per step.
+          "consecutive": s["steps"]["consecutive"],
+          "timesteps": s["steps"]["timesteps"]} for n, s in stab.items()}
+  if score.references:  # clips: the frame reader's accuracy, real / shuffled motion
+    summary["video_references"] = score.references
   summary.update(bench="study", smoke=args.smoke, root=os.path.abspath(args.root),
                  classifier_test_accuracy=net.test_accuracy, times=times,
                  sweep=sweep_rows, total_s=time.perf_counter() - t_start,
                  load_avg_1m=round(os.getloadavg()[0], 2),
                  note=f"{net.score_name} uses our own classifier's features; not "
-                      "comparable to Inception FID")
+                      "comparable to Inception FID" + (" or FVD" if score.video else ""))
   _write(os.path.join(args.root, "study", "study.json"), summary)
   print(json.dumps(summary, default=float), flush=True)
 

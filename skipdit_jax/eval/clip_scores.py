@@ -30,8 +30,10 @@ def real_clips(images: Any, num: int) -> np.ndarray:
 
 
 def fit_frame_reader(clips: np.ndarray, classes: np.ndarray, *, num_train: int, seed: int = 0,
-                     log: Callable[[str], None] = print) -> feature_net.FeatureNet:
-  """Fits the frame CNN on the frames of `clips[:num_train]` and scores it on the rest."""
+                     log: Callable[[str], None] = print,
+                     spec: feature_net.FeatureNetSpec = READER_SPEC) -> feature_net.FeatureNet:
+  """Fits the frame CNN (`spec`) on the frames of `clips[:num_train]` and scores it on the
+  rest."""
   if not 0 < num_train < len(clips):
     raise ValueError(f"config.eval.classifier_train={num_train} must lie in (0, "
                      f"{len(clips)}) so that some real clips are left to score the reader")
@@ -42,7 +44,7 @@ def fit_frame_reader(clips: np.ndarray, classes: np.ndarray, *, num_train: int, 
   num_classes = int(classes.max()) + 1
   return feature_net.fit_feature_net((frames[:cut], labels[:cut]),
                                      (frames[cut:], labels[cut:]), num_classes,
-                                     READER_SPEC, name="frames", seed=seed, log=log)
+                                     spec, name="frames", seed=seed, log=log)
 
 
 def frame_accuracy(reader: feature_net.FeatureNet, clips: np.ndarray,

@@ -170,11 +170,12 @@ def plot_stability(results: dict[str, dict], out_dir: str, prefix: str = "stabil
         {m: p[feat] for m, p in pert.items()}, xs=any_p["input_scales"],
         ys=any_p["param_scales"], xlabel="input perturbation", ylabel="parameter perturbation",
         title=f"cosine similarity of the {feat} feature under perturbation"))
+  unit = next(iter(results.values()))["spectral"].get("unit", "block")  # Latte: a pair
   paths.append(plots.line_plot(
       os.path.join(out_dir, f"{prefix}_spectral.png"),
       {m: (r["spectral"]["block"], r["spectral"]["mean"]) for m, r in results.items()},
-      xlabel="block", ylabel="spectral norm of the block Jacobian (batch mean)",
-      title="block input->output Jacobian spectral norms"))
+      xlabel=unit, ylabel=f"spectral norm of the {unit} Jacobian (batch mean)",
+      title=f"{unit} input->output Jacobian spectral norms"))
   return paths
 
 

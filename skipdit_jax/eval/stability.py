@@ -1,13 +1,17 @@
 """Feature-stability analyses of REFERENCE §6 ("Dynamic Feature Instability").
 
 (a) `step_similarity`: per sampling step, the cosine similarity of the deep feature (the
-    hidden state entering block L-k) between consecutive steps of an uncached run, and
-    between the feature a cached run uses and the uncached run's true one.
+    hidden state entering unit L-k) between consecutive steps of an uncached run (the
+    paper's Figure 1a), and between the feature a cached run uses and the uncached run's
+    true one.
 (b) `perturbation_similarity`: the similarity of the deep and the final hidden feature
     under small parameter and input perturbations (a 2-D grid of scales).
-(c) `block_spectral_norms`: the spectral norm of each block's input -> output Jacobian
-    (skip fusion included for deep Skip-DiT blocks, skips held fixed), by power
+(c) `block_spectral_norms`: the spectral norm of each unit's input -> output Jacobian
+    (skip fusion included for deep units of long-skip models, skips held fixed), by power
     iteration with `jax.jvp` / `jax.vjp`.
+
+Everything is indexed in `model.num_units`, the units of `run_blocks`: blocks for DiT,
+spatial+temporal block pairs for Latte (L = num_units); inputs are (N, *model.sample_shape).
 
 All of it runs through the model's staged forward (`embed`, `run_blocks`) and, for (a),
 the cached sampler's own compiled steps, so the features are those the sampler uses.
@@ -22,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from skipdit_jax import diffusion as D
-from skipdit_jax.models.blocks import DiTBlock, SkipFusion
 from skipdit_jax.sampling import FULL, get_sampler, make_plan
 from skipdit_jax.sampling.step_fns import SolverConfig
 
@@ -36,6 +39,17 @@ def cosine(a: Any, b: Any) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- (a)
+
+def model_name(model: Any) -> str:
+  """"Skip-DiT" / "DiT" / "Skip-Latte" / "Latte": the family, with long skips or not."""
+  family = "Latte" if len(model.sample_shape) == 4 else "DiT"
+  return ("Skip-" if model.long_skip else "") + family
+
+
+def unit_name(model: Any) -> str:
+  """What one unit of `run_blocks` is for this model (the x axis of per-unit results)."""
+  return "spatial+temporal pair" if len(model.sample_shape) == 4 else "block"
+
 
 def feature_policy(model: Any) -> str:
   """The deep-feature cache a model supports: Skip-Cache with long skips, else DeepCache."""
@@ -90,7 +104,7 @@ def step_similarity(model: Any, params: Any, diffusion: D.Diffusion, labels: Any
                           step_key)
   f = ref["feature"]
   consecutive = [float(cosine(f[s], f[s - 1]).mean()) for s in range(1, len(f))]
-  out = {"model": "Skip-DiT" if model.long_skip else "DiT", "k": k,
+  out = {"model": model_name(model), "k": k,
          "timesteps": list(ref_plan.timesteps),
          "consecutive": consecutive, "consecutive_mean": float(np.mean(consecutive or [1.0]))}
   if policy is None:
@@ -111,7 +125,7 @@ def step_similarity(model: Any, params: Any, diffusion: D.Diffusion, labels: Any
 # ----------------------------------------------------------------------------- (b)
 
 def _features_fn(model: Any, k: int) -> Callable:
-  """jit((params, x, t, y) -> (deep feature entering block L-k, final hidden))."""
+  """jit((params, x, t, y) -> (deep feature entering unit L-k, final hidden))."""
   def fwd(mod, x, t, y):
     h, c = mod.embed(x, t, y)
     deep, skips = mod.run_blocks(h, c, (), 0, mod.num_units - k)
@@ -140,7 +154,7 @@ def perturbation_similarity(model: Any, params: Any, x: jax.Array, t: jax.Array,
   """(b) grid[i][j] = mean cosine between the features at (params + a_i dP, x + b_j dX)
   and at (params, x); dP from `param_direction`, dX Gaussian scaled by std(x).
 
-  x: (N, H, W, C) noisy inputs at timesteps t (N,), labels y (N,).
+  x: (N, *model.sample_shape) noisy inputs at timesteps t (N,), labels y (N,).
   """
   fn = _features_fn(model, k)
   dp = param_direction(params, seed)
@@ -156,7 +170,7 @@ def perturbation_similarity(model: Any, params: Any, x: jax.Array, t: jax.Array,
       deep, final = fn(p, x + b * dx, t, y)
       grids["deep"][i, j] = cosine(deep, base[0]).mean()
       grids["final"][i, j] = cosine(final, base[1]).mean()
-  return {"model": "Skip-DiT" if model.long_skip else "DiT", "k": k,
+  return {"model": model_name(model), "k": k,
           "param_scales": list(map(float, param_scales)),
           "input_scales": list(map(float, input_scales)),
           "deep": grids["deep"].tolist(), "final": grids["final"].tolist()}
@@ -190,51 +204,41 @@ def power_iteration(f: Callable[[jax.Array], jax.Array], x: jax.Array, v0: jax.A
   return sigma.reshape(x.shape[0])
 
 
-def _block_map(model: Any, deep: bool) -> Callable:
-  """jit((block_params, fusion_params, h, c, skip, v0) -> σ (N,)) for one block kind.
-
-  Every block of a kind has the same shapes, so one program serves them all (compiling
-  the jvp/vjp loop dominates the cost). A deep Skip-DiT block includes its fusion with
-  the skip it pops; `fusion_params` is None for the others.
-  """
-  dt = jnp.dtype(model.dtype)
-  block = DiTBlock(model.hidden_size, model.num_heads, model.mlp_ratio, dt)
-  fusion = SkipFusion(model.hidden_size, dt)
-
-  def sigma(block_params, fusion_params, h, c, skip, v0, num_iters):
+def _unit_map(model: Any) -> Callable:
+  """jit((params, unit i, h, c, skips, v0, num_iters) -> σ (N,)) of the map
+  h -> run_blocks(h, c, skips, i, i + 1)[0]: one unit of the staged forward (a DiT block,
+  a Latte spatial+temporal pair), with the skip fusion a deep unit applies to the skip it
+  pops (skips held fixed). Generic over models; compiles once per unit."""
+  def sigma(params, i, h, c, skips, v0, num_iters):
     def f(hh):
-      if deep:
-        hh = fusion.apply({"params": fusion_params}, hh, skip)
-      return block.apply({"params": block_params}, hh, c)
+      return model.apply({"params": params}, hh, c, skips, i, i + 1, method="run_blocks")[0]
     return power_iteration(f, h, v0, num_iters)
-  return jax.jit(sigma, static_argnums=6)
+  return jax.jit(sigma, static_argnums=(1, 6))
 
 
 def block_spectral_norms(model: Any, params: Any, x: jax.Array, t: jax.Array, y: jax.Array,
                          *, num_iters: int = 50, seed: int = 0) -> dict:
-  """(c) per block i, the spectral norm of h_i -> h_{i+1} at the states of a forward pass
-  of x (N, H, W, C) at t (N,), y (N,). Returns per-block mean and max over the batch."""
-  def states(mod, x, t, y):  # (h, skips) entering every block, and c: one program
+  """(c) per unit i of `model.num_units` (a DiT block, a Latte spatial+temporal pair; deep
+  units with their skip fusion), the spectral norm of h_i -> h_{i+1} at the states of a
+  forward pass of x (N, *model.sample_shape) at t (N,), y (N,). Returns per-unit mean and
+  max over the batch ("block" lists the unit indices)."""
+  def states(mod, x, t, y):  # (h, skips) entering every unit, and c: one program
     h, c = mod.embed(x, t, y)
     out, skips = [], ()
-    for i in range(mod.depth):
+    for i in range(mod.num_units):
       out.append((h, skips))
       h, skips = mod.run_blocks(h, c, skips, i, i + 1)
     return out, c
 
   inputs, c = jax.jit(lambda p, x, t, y: model.apply({"params": p}, x, t, y,
                                                       method=states))(params, x, t, y)
-  half = model.depth // 2
-  maps = {deep: _block_map(model, deep) for deep in (False, True)}
+  fn = _unit_map(model)
   rng = np.random.default_rng(seed)
   means, maxes = [], []
   for i, (h, skips) in enumerate(inputs):
-    deep = model.long_skip and i >= half
-    fusion = params[f"skip_fusions_{i - half}"] if deep else None
-    skip = skips[-1] if deep else None
-    sig = np.asarray(maps[deep](params[f"blocks_{i}"], fusion, h, c, skip,
-                                jnp.asarray(rng.normal(size=h.shape), h.dtype), num_iters))
+    sig = np.asarray(fn(params, i, h, c, skips,
+                        jnp.asarray(rng.normal(size=h.shape), h.dtype), num_iters))
     means.append(float(sig.mean()))
     maxes.append(float(sig.max()))
-  return {"model": "Skip-DiT" if model.long_skip else "DiT", "num_iters": num_iters,
-          "block": list(range(model.depth)), "mean": means, "max": maxes}
+  return {"model": model_name(model), "num_iters": num_iters, "unit": unit_name(model),
+          "block": list(range(model.num_units)), "mean": means, "max": maxes}
