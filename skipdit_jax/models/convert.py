@@ -10,6 +10,12 @@ checks they equal our sin-cos tables and drops them, export writes them back.
 Latte (shared/docs/VIDEO.md §1.6) has DiT's keys: `blocks.{i}` with even i spatial and odd
 i temporal, `skip_*.{j}` one per deep block pair (depth/4), no `y_embedder` when
 unconditional, plus `temp_embed (1, F, D)`.
+Caption-token models (`cond="text_tokens"`) use the Latte-T2V(-skip) names of VIDEO.md §2.1
+(`_t2v_entries`): `transformer_blocks.{i}` (our blocks_{2i}; DiTT2V: blocks_{i}),
+`temporal_transformer_blocks.{i}` (blocks_{2i+1}), `adaln_single.*`, `caption_projection.*`,
+`scale_shift_table`, `proj_out`; the buffers `pos_embed.pos_embed`, `temp_pos_embed` are
+checked when present and not written back (non-persistent), `caption_projection.y_embedding`
+(an unused buffer) is dropped.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import numpy as np
 
 from skipdit_jax.models.dit import DiT, validate_shape
 from skipdit_jax.models.latte import Latte, temp_embed_table, validate_latte
+from skipdit_jax.models.latte_t2v import DiTT2V, LatteT2V, validate_t2v
 from skipdit_jax.models.layers import sincos_2d
 from skipdit_jax.models.registry import SIZES, Model, init_params
 from skipdit_jax.models.state_dict_io import StateDict, load_state_dict, save_safetensors
@@ -38,8 +45,47 @@ def _num_fusions(m: Model) -> int:
   return m.depth // 4 if isinstance(m, Latte) else m.depth // 2
 
 
+def _t2v_entries(m: Model) -> list[tuple[str, Path, str]]:
+  """The Latte-T2V-skip table (VIDEO.md §2.1): official key, our path, rule."""
+  out: list[tuple[str, Path, str]] = []
+
+  def lin(name: str, path: Path) -> None:
+    out.append((name + ".weight", path + ("kernel",), "linear"))
+    out.append((name + ".bias", path + ("bias",), "copy"))
+
+  out.append(("pos_embed.proj.weight", ("x_embedder", "kernel"), "conv"))
+  out.append(("pos_embed.proj.bias", ("x_embedder", "bias"), "copy"))
+  lin("adaln_single.emb.timestep_embedder.linear_1", ("adaln_single", "t_embedder", "mlp_0"))
+  lin("adaln_single.emb.timestep_embedder.linear_2", ("adaln_single", "t_embedder", "mlp_2"))
+  lin("adaln_single.linear", ("adaln_single", "linear"))
+  lin("caption_projection.linear_1", ("caption_projection", "linear_1"))
+  lin("caption_projection.linear_2", ("caption_projection", "linear_2"))
+  video = isinstance(m, Latte)
+  for i in range(m.depth):
+    layer, temporal = (i // 2, bool(i % 2)) if video else (i, False)
+    name = f"{'temporal_' if temporal else ''}transformer_blocks.{layer}"
+    b = (f"blocks_{i}",)
+    for a in ("attn1",) if temporal else ("attn1", "attn2"):
+      for q in ("to_q", "to_k", "to_v"):
+        lin(f"{name}.{a}.{q}", b + (a, q))
+      lin(f"{name}.{a}.to_out.0", b + (a, "to_out"))
+    lin(f"{name}.ff.net.0.proj", b + ("ff", "fc1"))
+    lin(f"{name}.ff.net.2", b + ("ff", "fc2"))
+    out.append((f"{name}.scale_shift_table", b + ("scale_shift_table",), "copy"))
+  for j in range(_num_fusions(m)):
+    f = (f"skip_fusions_{j}",)
+    out.append((f"skip_norms.{j}.weight", f + ("norm", "scale"), "copy"))
+    out.append((f"skip_norms.{j}.bias", f + ("norm", "bias"), "copy"))
+    lin(f"skip_linears.{j}.linear", f + ("linear",))
+  out.append(("scale_shift_table", ("final_layer", "scale_shift_table"), "copy"))
+  lin("proj_out", ("final_layer", "proj_out"))
+  return out
+
+
 def _entries(m: Model) -> list[tuple[str, Path, str]]:
   """(official key, our param path, layout rule) for every trainable tensor of `m`."""
+  if getattr(m, "cond", "class") == "text_tokens":
+    return _t2v_entries(m)
   out: list[tuple[str, Path, str]] = []
 
   def lin(name: str, path: Path) -> None:
@@ -170,8 +216,12 @@ def from_official(state_dict: StateDict, m: Model) -> dict:
   Raises a ValueError naming every missing, unexpected and misshaped key.
   """
   sd = _strip_prefixes(state_dict)
-  pos = sd.pop("pos_embed", None)
-  temp = sd.pop("temp_embed", None) if isinstance(m, Latte) else None
+  t2v = getattr(m, "cond", "class") == "text_tokens"
+  pos = sd.pop("pos_embed.pos_embed" if t2v else "pos_embed", None)
+  temp = (sd.pop("temp_pos_embed" if t2v else "temp_embed", None)
+          if isinstance(m, Latte) else None)
+  if t2v:
+    sd.pop("caption_projection.y_embedding", None)  # a buffer the forward never reads
   if temp is not None:
     check_temp_embed(np.asarray(temp), m)
   want = official_shapes(m)
@@ -217,7 +267,7 @@ def to_official(params: dict, m: Model, *, with_pos_embed: bool = True) -> State
     raise ValueError(f"params do not fit {_describe(m)}: missing {_listing(missing)}; "
                      f"unexpected {_listing(extra)}")
   sd = {name: _to_official(rule, np.asarray(flat[path]), m) for name, path, rule in entries}
-  if with_pos_embed:
+  if with_pos_embed and getattr(m, "cond", "class") != "text_tokens":  # T2V: non-persistent
     sd["pos_embed"] = sincos_2d(m.hidden_size, m.input_size // m.patch_size)[None].astype(
         np.float32)
     if isinstance(m, Latte):
@@ -226,7 +276,8 @@ def to_official(params: dict, m: Model, *, with_pos_embed: bool = True) -> State
 
 
 def _describe(m: Model) -> str:
-  family = "Latte" if isinstance(m, Latte) else "DiT"
+  family = ("Latte" if isinstance(m, Latte) else "DiT") + (
+      "-T2V" if getattr(m, "cond", "class") == "text_tokens" else "")
   extra = f" num_frames={m.num_frames}" if isinstance(m, Latte) else ""
   return (f"{'Skip-' if m.long_skip else ''}{family}{extra} depth={m.depth} hidden={m.hidden_size} "
           f"patch={m.patch_size} in_channels={m.in_channels} learn_sigma={m.learn_sigma}")
@@ -245,6 +296,8 @@ def detect_fields(state_dict: StateDict, *, input_size: int | None = None,
   num_classes=0 (unconditional).
   """
   sd = _strip_prefixes(state_dict)
+  if "caption_projection.linear_1.weight" in sd:
+    return _t2v_fields(sd, input_size=input_size, num_heads=num_heads, num_frames=num_frames)
   if "x_embedder.proj.weight" not in sd:
     raise ValueError("not a DiT state_dict: no key 'x_embedder.proj.weight' (keys start "
                      f"with {_listing(list(sd), 5)})")
@@ -314,6 +367,60 @@ def detect_fields(state_dict: StateDict, *, input_size: int | None = None,
   return fields
 
 
+def _t2v_fields(sd: StateDict, *, input_size: int | None, num_heads: int | None,
+                num_frames: int | None) -> dict:
+  """Fields of a Latte-T2V(-skip) state_dict (DiTT2V when it has no temporal blocks).
+  `num_heads` from the registry by (layers, width) unless given (XL: 16); input_size from
+  `pos_embed.pos_embed` when present, else the argument, else 32 (the official is 64)."""
+  d, c, p, p2 = np.shape(sd["pos_embed.proj.weight"])
+  if p != p2:
+    raise ValueError(f"pos_embed.proj.weight has a non-square patch {p}x{p2}")
+  layers = {int(k.split(".")[1]) for k in sd if k.startswith("transformer_blocks.")}
+  temporal = {int(k.split(".")[1]) for k in sd if k.startswith("temporal_transformer_blocks.")}
+  fusions = {int(k.split(".")[1]) for k in sd if k.startswith(("skip_norms.", "skip_linears."))}
+  n = max(max(layers, default=-1) + 1, 2 * (max(fusions, default=-1) + 1))
+  if sorted(layers) != list(range(n)) or (temporal and sorted(temporal) != list(range(n))):
+    raise ValueError(f"state_dict implies {n} layers but transformer_blocks has "
+                     f"{sorted(layers)} and temporal_transformer_blocks {sorted(temporal)}")
+  video = bool(temporal) or num_frames is not None
+  fields = dict(cond="text_tokens", patch_size=int(p), in_channels=int(c), hidden_size=int(d),
+                depth=2 * n if video else n, long_skip=bool(fusions),
+                caption_channels=int(np.shape(sd["caption_projection.linear_1.weight"])[1]),
+                num_classes=0, class_dropout_prob=0.1)
+  if "proj_out.weight" in sd:
+    c_out, rem = divmod(np.shape(sd["proj_out.weight"])[0], p * p)
+    if rem or c_out not in (c, 2 * c):
+      raise ValueError(f"proj_out.weight has {c_out * p * p + rem} outputs; expected "
+                       f"{p * p * c} or {2 * p * p * c} (patch {p}, {c} channels)")
+    fields["learn_sigma"] = c_out == 2 * c
+  if "transformer_blocks.0.ff.net.0.proj.weight" in sd:
+    fields["mlp_ratio"] = np.shape(sd["transformer_blocks.0.ff.net.0.proj.weight"])[0] / d
+  if video:
+    frames = num_frames
+    if "temp_pos_embed" in sd:
+      frames = int(np.shape(sd["temp_pos_embed"])[-2])
+      if num_frames is not None and num_frames != frames:
+        raise ValueError(f"num_frames={num_frames} does not fit temp_pos_embed "
+                         f"{tuple(np.shape(sd['temp_pos_embed']))}: pass num_frames={frames}")
+    fields.update(video=True, num_frames=16 if frames is None else int(frames))
+  if "pos_embed.pos_embed" in sd:
+    t = int(np.shape(sd["pos_embed.pos_embed"])[-2])
+    g = math.isqrt(t)
+    if g * g != t or (input_size is not None and input_size != g * p):
+      raise ValueError(f"input_size={input_size} does not fit pos_embed.pos_embed ({t} "
+                       f"tokens of patch {p}): pass input_size={g * p}")
+    input_size = g * p
+  fields["input_size"] = 32 if input_size is None else input_size
+  if num_heads is None:
+    by_shape = {(dep, wid): h for dep, wid, h in SIZES.values()}
+    if (n, d) not in by_shape:
+      raise ValueError(f"no registry size has {n} layers and width {d}, so the number of "
+                       "attention heads is unknown: pass num_heads=")
+    num_heads = by_shape[(n, d)]
+  fields["num_heads"] = num_heads
+  return fields
+
+
 def _video_fields(sd: StateDict, num_frames: int | None) -> dict:
   """`video` and `num_frames` of a Latte state_dict (temp_embed fixes the frame count)."""
   if "temp_embed" not in sd:
@@ -330,7 +437,9 @@ def load_official(path_or_state_dict: str | os.PathLike | StateDict, *,
                   input_size: int | None = None, num_classes: int | None = None,
                   num_heads: int | None = None, num_frames: int | None = None,
                   **overrides) -> tuple[Model, dict]:
-  """An official DiT / Skip-DiT or Latte / Skip-Latte checkpoint -> (module, float32 params).
+  """An official DiT / Skip-DiT, Latte / Skip-Latte or Latte-T2V(-skip) checkpoint ->
+  (module, float32 params). A T2V dict (it has `caption_projection.*`) gives `LatteT2V`
+  with caption_channels read from it (4096 = T5-XXL officially).
 
   Accepts a path (.safetensors; .pt/.pth with torch installed; .npz) or a dict of numpy
   arrays (or one wrapped as {"ema": ...} / {"model": ...}). Size, patch, channels, long
@@ -343,6 +452,10 @@ def load_official(path_or_state_dict: str | os.PathLike | StateDict, *,
   fields = detect_fields(sd, input_size=input_size, num_classes=num_classes,
                          num_heads=num_heads, num_frames=num_frames)
   fields.update(overrides)
+  if fields.get("cond") == "text_tokens":
+    module = LatteT2V(**fields) if fields.pop("video", False) else DiTT2V(**fields)
+    validate_t2v(module)
+    return module, from_official(sd, module)
   if fields.pop("video", False):
     module = Latte(**fields)
     validate_latte(module)

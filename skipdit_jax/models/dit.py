@@ -11,10 +11,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from skipdit_jax.models import attention, scan, skip_pairs
+from skipdit_jax.models import attention, scan, skip_pairs, text_cond
 from skipdit_jax.models.blocks import DiTBlock, FinalLayer, SkipFusion
-from skipdit_jax.models.layers import (LabelEmbedder, TimestepEmbedder, dense, patchify,
-                                       sincos_2d, unpatchify)
+from skipdit_jax.models.layers import (TimestepEmbedder, dense, patchify, sincos_2d,
+                                       unpatchify)
 
 Skips = tuple[jax.Array, ...]
 
@@ -36,6 +36,8 @@ class TransformerFields(nn.Module):
   scan_blocks: bool = False  # stacked blocks under lax.scan (models/scan.py)
   remat: str = "none"        # none | full | dots | dots_no_batch (models/scan.py)
   attention: str = "xla"     # xla | cudnn | flash (models/attention.py)
+  cond: str = "class"        # class | text_pooled | text_tokens (models/text_cond.py)
+  caption_channels: int = 384  # caption embedding width (MiniLM 384; T5-XXL 4096)
 
   @property
   def out_channels(self) -> int:
@@ -49,7 +51,8 @@ class TransformerFields(nn.Module):
 class DiT(TransformerFields):
   """Class-conditional diffusion transformer on NHWC inputs.
 
-  x: (N, H, W, C), t: (N,) timesteps in [0, 999], y: (N,) labels -> (N, H, W, C_out),
+  x: (N, H, W, C), t: (N,) timesteps in [0, 999], y: (N,) labels (a caption dict for
+  cond="text_pooled", models/text_cond.py) -> (N, H, W, C_out),
   C_out = 2C with a learned sigma (ε first, then the variance interpolation), else C.
   """
 
@@ -69,8 +72,7 @@ class DiT(TransformerFields):
     dt = jnp.dtype(self.dtype)
     self.x_embedder = dense(self.hidden_size, ("patch", "embed"), dtype=dt)
     self.t_embedder = TimestepEmbedder(self.hidden_size, dt)
-    self.y_embedder = LabelEmbedder(self.num_classes, self.hidden_size,
-                                    self.class_dropout_prob, dt)
+    self.y_embedder = text_cond.condition_embedder(self, dt)  # labels or pooled caption
     if self.scan_blocks:
       self.block_stack = scan.BlockStack(self.hidden_size, self.num_heads, self.mlp_ratio,
                                          self.depth, self.long_skip, self.remat, dt,
@@ -143,6 +145,7 @@ def validate_shape(m: DiT) -> None:
   if m.hidden_size % m.num_heads:
     raise ValueError(f"model.num_heads={m.num_heads} does not divide model.hidden_size="
                      f"{m.hidden_size}: choose heads that divide the width")
+  text_cond.validate(m)
   if m.dtype == "float16":
     raise ValueError("model.dtype='float16' is refused: float16's 5-bit exponent underflows "
                      "small gradients unless the loss is scaled dynamically, which this "

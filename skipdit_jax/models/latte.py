@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skipdit_jax.models import scan, skip_pairs
+from skipdit_jax.models import scan, skip_pairs, text_cond
 from skipdit_jax.models.blocks import DiTBlock, FinalLayer, SkipFusion
 from skipdit_jax.models.dit import TransformerFields
 from skipdit_jax.models.dit import validate_shape as validate_dit_shape
-from skipdit_jax.models.layers import (LabelEmbedder, TimestepEmbedder, dense, layer_norm,
+from skipdit_jax.models.layers import (TimestepEmbedder, dense, layer_norm,
                                        modulate, patchify, sincos_1d, sincos_2d, unpatchify)
 
 Skips = tuple[jax.Array, ...]
@@ -69,9 +69,8 @@ class Latte(TransformerFields):
     dt = jnp.dtype(self.dtype)
     self.x_embedder = dense(self.hidden_size, ("patch", "embed"), dtype=dt)
     self.t_embedder = TimestepEmbedder(self.hidden_size, dt)
-    if self.num_classes > 0:
-      self.y_embedder = LabelEmbedder(self.num_classes, self.hidden_size,
-                                      self.class_dropout_prob, dt)
+    if text_cond.has_condition(self):  # labels, or a pooled caption (cond="text_pooled")
+      self.y_embedder = text_cond.condition_embedder(self, dt)
     spatial = scan.maybe_remat(DiTBlock, self.remat)
     temporal = scan.maybe_remat(TemporalBlock, self.remat)
     self.blocks = [(temporal if i % 2 else spatial)(self.hidden_size, self.num_heads,
@@ -90,7 +89,7 @@ class Latte(TransformerFields):
                       jnp.float32)
     h = self.x_embedder(patchify(x.astype(dt), self.patch_size)) + pos.astype(dt)
     c = self.t_embedder(t)
-    if self.num_classes > 0:
+    if text_cond.has_condition(self):
       c = c + self.y_embedder(y, train, force_drop_ids)
     elif force_drop_ids is not None:
       raise ValueError("classifier-free guidance needs labels, but this Latte is "

@@ -170,3 +170,22 @@ def describe(plan: CachePlan) -> str:
                f"{min(plan.cost) if plan.num_cached else '-'}; "
                f"ideal speedup {plan.ideal_speedup:.3f}x")
   return "\n".join(lines)
+
+
+def official_t2v(setting: str = "N2-700-50") -> dict[str, Any]:
+  """The official Latte-T2V cache setting `N{gap}-{start}-{end}` (shared/docs/VIDEO.md
+  §2.2) as `sample.cache` fields: Skip-Cache with k = 1 layer at each end, the call counter
+  `cache_cont % N` ("global"), full while t >= start (window (0, start)), and full after
+  the first step with t <= end (tail_t = end + 1). With `sample.num_steps="ddim50"` (the
+  diffusers "leading" timesteps 980, 960, ..., 0) N2-700-50 gives 33 full / 17 cached
+  steps, ideal 1.46x. The text configs' default."""
+  try:
+    gap, start, end = setting.split("-")
+    if not gap.startswith("N"):
+      raise ValueError
+    n, lo, hi = int(gap[1:]), int(start), int(end)
+  except ValueError:
+    raise ValueError(f"sample.cache setting {setting!r} is not N<gap>-<start t>-<end t>, "
+                     "e.g. 'N2-700-50' (the official T2V default)") from None
+  return dict(policy="skip_cache", interval=n, k=1, counter="global", window=(0, lo),
+              tail_t=hi + 1)

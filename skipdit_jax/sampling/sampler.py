@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from skipdit_jax import diffusion as D
+from skipdit_jax.models import text_cond
 from skipdit_jax.sampling import policies
 from skipdit_jax.sampling.cache_plan import FULL, CachePlan
 from skipdit_jax.sampling.step_fns import (SolverConfig, cached_step_fn, check_model,
@@ -64,7 +65,8 @@ class Sampler:
 
   def empty_cache(self, params, x: jax.Array, y: jax.Array):
     """Zeros shaped like the policy's cache for this batch (shapes traced once)."""
-    key = (x.shape, str(x.dtype), y.shape)
+    key = (x.shape, str(x.dtype), jax.tree_util.tree_structure(y),
+           tuple((np.shape(a), str(a.dtype)) for a in jax.tree_util.tree_leaves(y)))
     if key not in self._cache_shapes:
       def entry(p, x, y):
         xin, yin, drop = model_inputs(x, y, self.solver)
@@ -241,6 +243,20 @@ def respaced_plan(model: Any, diffusion: D.Diffusion,
                            counter=counter, tail_t=tail_t)
 
 
+def condition_input(model: Any, labels: Any) -> Any:
+  """`labels` as the model's `y`: (N,) int32 labels, or a caption dict of device arrays
+  checked against `model.cond` (shapes only)."""
+  cond = getattr(model, "cond", "class")
+  if cond == "class":
+    text_cond.check_condition(labels, cond)
+    labels = jnp.asarray(labels, jnp.int32)
+    if labels.ndim != 1:
+      raise ValueError(f"labels must be (N,) ints, got shape {labels.shape}")
+    return labels
+  text_cond.check_condition(labels, cond, model.caption_channels)
+  return {k: jnp.asarray(v) for k, v in labels.items()}
+
+
 def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
              rng: jax.Array, *, sampler: str = "ddim",
              num_steps: Union[int, str, Sequence[int]] = 50, eta: float = 0.0,
@@ -256,7 +272,9 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
     model: the `DiT` module (its `learn_sigma`, `depth`, `long_skip` are used).
     params: its parameters (e.g. the EMA ones).
     diffusion: the training `Diffusion` (e.g. 1000 steps); it is respaced to `num_steps`.
-    labels: (N,) ints in [0, num_classes).
+    labels: (N,) ints in [0, num_classes); for a text model (model.cond != "class") the
+      caption dict of `models.caption_condition` (its null rows = the empty caption are
+      CFG's null condition).
     rng: key; split into the x_T noise and the per-step noise (DDPM, η > 0).
     sampler: "ddim" or "ddpm"; eta: DDIM η; cfg_scale: guidance (1.0 = off; else the
       batch is doubled inside the step, the second half with the null class);
@@ -277,11 +295,9 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
                                forecast_order=forecast_order, delta_blocks=delta_blocks,
                                delta_switch_t=delta_switch_t, counter=counter,
                                tail_t=tail_t)
-  labels = jnp.asarray(labels, jnp.int32)
-  if labels.ndim != 1:
-    raise ValueError(f"labels must be (N,) ints, got shape {labels.shape}")
+  labels = condition_input(model, labels)
   noise_key, step_key = jax.random.split(rng)
-  shape = (labels.shape[0],) + tuple(model.sample_shape)
+  shape = (text_cond.batch_size(labels),) + tuple(model.sample_shape)
   x = jax.random.normal(noise_key, shape, jnp.float32) if noise is None else jnp.asarray(noise)
   if x.shape != shape:
     raise ValueError(f"noise has shape {x.shape}, expected {shape}")

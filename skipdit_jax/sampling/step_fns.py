@@ -53,10 +53,13 @@ class SolverConfig:
 
 def check_model(model: Any, solver: SolverConfig) -> None:
   """Errors that name the field, before anything is traced."""
-  if solver.guided and getattr(model, "num_classes", 1) == 0:
+  # A text model's null is the empty caption carried in y (models/text_cond.py), so
+  # guidance needs no null class.
+  labelled = getattr(model, "cond", "class") == "class"
+  if labelled and solver.guided and getattr(model, "num_classes", 1) == 0:
     raise ValueError(f"sample.cfg_scale={solver.cfg_scale} needs labels, but the model is "
                      "unconditional (data.num_classes=0): use sample.cfg_scale=1.0.")
-  if solver.guided and not model.class_dropout_prob > 0:
+  if labelled and solver.guided and not model.class_dropout_prob > 0:
     raise ValueError(f"sample.cfg_scale={solver.cfg_scale} needs the null class, but the "
                      "model has model.class_dropout_prob=0 (no null row); use "
                      "sample.cfg_scale=1.0 or a model trained with label dropout.")
@@ -67,14 +70,18 @@ def check_model(model: Any, solver: SolverConfig) -> None:
                      f"({model.in_channels} guides all).")
 
 
-def model_inputs(x: jax.Array, y: jax.Array, solver: SolverConfig
-                 ) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
-  """(x, y, force_drop_ids) for the model: [cond; null] halves when guided, else as is."""
+def model_inputs(x: jax.Array, y: Any, solver: SolverConfig
+                 ) -> tuple[jax.Array, Any, Optional[jax.Array]]:
+  """(x, y, force_drop_ids) for the model: [cond; null] halves when guided, else as is.
+
+  y: (N,) labels, or any pytree with batch-leading leaves (a caption dict, whose null
+  rows the model selects where force_drop_ids is set)."""
   if not solver.guided:
     return x, y, None
   n = x.shape[0]
   drop = jnp.concatenate([jnp.zeros((n,), bool), jnp.ones((n,), bool)])
-  return jnp.concatenate([x, x]), jnp.concatenate([y, y]), drop
+  return (jnp.concatenate([x, x]), jax.tree_util.tree_map(lambda a: jnp.concatenate([a, a]), y),
+          drop)
 
 
 def solve(diffusion: D.Diffusion, solver: SolverConfig, learn_sigma: bool,
@@ -103,7 +110,8 @@ def full_step_fn(model: Any, diffusion: D.Diffusion, solver: SolverConfig,
                  policy: Any) -> Callable:
   """full_step(params, x, i, y, rng, cache) -> (x_prev, cache), not yet jitted.
 
-  x: (N, H, W, C); i: () int32 respaced index; y: (N,) int labels; rng: a key;
+  x: (N, H, W, C); i: () int32 respaced index; y: (N,) int labels or a caption dict
+  (models/text_cond.py); rng: a key;
   cache: the policy's cache pytree (its previous value matters only to policies
   that keep a history). Runs every block.
   """

@@ -14,8 +14,8 @@ from skipdit_jax.train.checkpoint import CONFIG_JSON
 # DiT fields that change the parameter tree; a checkpoint of one shape cannot seed another.
 SHAPE_FIELDS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth",
                 "num_heads", "mlp_ratio", "num_classes", "learn_sigma", "long_skip",
-                "scan_blocks")
-_MODEL_OVERRIDES = ("long_skip", "depth", "hidden_size", "num_heads", "patch_size",
+                "scan_blocks", "cond", "caption_channels")
+_MODEL_OVERRIDES = ("cond", "caption_channels", "long_skip", "depth", "hidden_size", "num_heads", "patch_size",
                     "mlp_ratio", "learn_sigma", "class_dropout_prob", "dtype", "scan_blocks",
                     "remat", "attention")
 
@@ -33,7 +33,7 @@ def get_field(config: Any, path: str, default: Any = None) -> Any:
 def model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The DiT fields a config asks for: the registry name, then `model.*` overrides."""
   long_skip, size, patch = models.parse_name(config.model.name)
-  depth, width, heads = models.SIZES[size]
+  depth, width, heads = models.size_of(config.model.name)
   fields = dict(input_size=get_field(config, "data.image_size"),
                 in_channels=get_field(config, "data.channels"),
                 num_classes=get_field(config, "data.num_classes"), patch_size=patch, depth=depth,
