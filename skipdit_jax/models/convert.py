@@ -357,13 +357,7 @@ def detect_fields(state_dict: StateDict, *, input_size: int | None = None,
     input_size = g * p
   fields["input_size"] = 32 if input_size is None else input_size
 
-  if num_heads is None:
-    by_shape = {(dep, wid): h for dep, wid, h in SIZES.values()}
-    if (depth, d) not in by_shape:
-      raise ValueError(f"no registry size has depth {depth} and width {d}, so the number "
-                       "of attention heads is unknown: pass num_heads=")
-    num_heads = by_shape[(depth, d)]
-  fields["num_heads"] = num_heads
+  fields["num_heads"] = _registry_heads(num_heads, depth, d, f"depth {depth}")
   return fields
 
 
@@ -411,14 +405,20 @@ def _t2v_fields(sd: StateDict, *, input_size: int | None, num_heads: int | None,
                        f"tokens of patch {p}): pass input_size={g * p}")
     input_size = g * p
   fields["input_size"] = 32 if input_size is None else input_size
-  if num_heads is None:
-    by_shape = {(dep, wid): h for dep, wid, h in SIZES.values()}
-    if (n, d) not in by_shape:
-      raise ValueError(f"no registry size has {n} layers and width {d}, so the number of "
-                       "attention heads is unknown: pass num_heads=")
-    num_heads = by_shape[(n, d)]
-  fields["num_heads"] = num_heads
+  fields["num_heads"] = _registry_heads(num_heads, n, d, f"{n} layers")
   return fields
+
+
+def _registry_heads(num_heads: int | None, depth: int, width: int, what: str) -> int:
+  """`num_heads` as given, else the registry size's with this (depth, width); a state_dict
+  does not record the number of heads."""
+  if num_heads is not None:
+    return num_heads
+  by_shape = {(dep, wid): h for dep, wid, h in SIZES.values()}
+  if (depth, width) not in by_shape:
+    raise ValueError(f"no registry size has {what} and width {width}, so the number of "
+                     "attention heads is unknown: pass num_heads=")
+  return by_shape[(depth, width)]
 
 
 def _video_fields(sd: StateDict, num_frames: int | None) -> dict:
