@@ -144,12 +144,12 @@ def test_paraphrases_are_closer_than_unrelated_captions(enc):
 
 
 def test_state_dict_mismatch_is_named(state_dict):
-  from skipdit_jax.text.minilm import BertConfig, params_from_state_dict
+  from skipdit_jax.text.minilm import MINILM_L6, params_from_state_dict
   bad = dict(state_dict)
   del bad["encoder.layer.3.output.dense.bias"]
   bad["encoder.layer.0.attention.self.key.weight"] = np.zeros((384, 100), np.float32)
   with pytest.raises(ValueError) as e:
-    params_from_state_dict(bad, BertConfig())
+    params_from_state_dict(bad, MINILM_L6)
   assert "missing encoder.layer.3.output.dense.bias" in str(e.value)
   assert "encoder.layer.0.attention.self.key.weight: shape (384, 100)" in str(e.value)
 

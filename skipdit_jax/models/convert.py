@@ -45,21 +45,39 @@ def _num_fusions(m: Model) -> int:
   return m.depth // 4 if isinstance(m, Latte) else m.depth // 2
 
 
+def _linear(name: str, path: Path) -> list[tuple[str, Path, str]]:
+  """A torch Linear's two entries: the weight transposed to our kernel, the bias copied."""
+  return [(name + ".weight", path + ("kernel",), "linear"),
+          (name + ".bias", path + ("bias",), "copy")]
+
+
+def _conv(name: str, path: Path) -> list[tuple[str, Path, str]]:
+  """A torch patch Conv2d's two entries: OIHW weight to our HWIO kernel, bias copied."""
+  return [(name + ".weight", path + ("kernel",), "conv"),
+          (name + ".bias", path + ("bias",), "copy")]
+
+
+def _skip_fusions(m: Model) -> list[tuple[str, Path, str]]:
+  """The long skips' LayerNorm + Linear, named alike in every official model."""
+  out: list[tuple[str, Path, str]] = []
+  for j in range(_num_fusions(m)):
+    f = (f"skip_fusions_{j}",)
+    out.append((f"skip_norms.{j}.weight", f + ("norm", "scale"), "copy"))
+    out.append((f"skip_norms.{j}.bias", f + ("norm", "bias"), "copy"))
+    out += _linear(f"skip_linears.{j}.linear", f + ("linear",))
+  return out
+
+
 def _t2v_entries(m: Model) -> list[tuple[str, Path, str]]:
   """The Latte-T2V-skip table (VIDEO.md §2.1): official key, our path, rule."""
   out: list[tuple[str, Path, str]] = []
-
-  def lin(name: str, path: Path) -> None:
-    out.append((name + ".weight", path + ("kernel",), "linear"))
-    out.append((name + ".bias", path + ("bias",), "copy"))
-
-  out.append(("pos_embed.proj.weight", ("x_embedder", "kernel"), "conv"))
-  out.append(("pos_embed.proj.bias", ("x_embedder", "bias"), "copy"))
-  lin("adaln_single.emb.timestep_embedder.linear_1", ("adaln_single", "t_embedder", "mlp_0"))
-  lin("adaln_single.emb.timestep_embedder.linear_2", ("adaln_single", "t_embedder", "mlp_2"))
-  lin("adaln_single.linear", ("adaln_single", "linear"))
-  lin("caption_projection.linear_1", ("caption_projection", "linear_1"))
-  lin("caption_projection.linear_2", ("caption_projection", "linear_2"))
+  out += _conv("pos_embed.proj", ("x_embedder",))
+  for n in (1, 2):
+    out += _linear(f"adaln_single.emb.timestep_embedder.linear_{n}",
+                   ("adaln_single", "t_embedder", f"mlp_{2 * n - 2}"))
+  out += _linear("adaln_single.linear", ("adaln_single", "linear"))
+  out += _linear("caption_projection.linear_1", ("caption_projection", "linear_1"))
+  out += _linear("caption_projection.linear_2", ("caption_projection", "linear_2"))
   video = isinstance(m, Latte)
   for i in range(m.depth):
     layer, temporal = (i // 2, bool(i % 2)) if video else (i, False)
@@ -67,18 +85,14 @@ def _t2v_entries(m: Model) -> list[tuple[str, Path, str]]:
     b = (f"blocks_{i}",)
     for a in ("attn1",) if temporal else ("attn1", "attn2"):
       for q in ("to_q", "to_k", "to_v"):
-        lin(f"{name}.{a}.{q}", b + (a, q))
-      lin(f"{name}.{a}.to_out.0", b + (a, "to_out"))
-    lin(f"{name}.ff.net.0.proj", b + ("ff", "fc1"))
-    lin(f"{name}.ff.net.2", b + ("ff", "fc2"))
+        out += _linear(f"{name}.{a}.{q}", b + (a, q))
+      out += _linear(f"{name}.{a}.to_out.0", b + (a, "to_out"))
+    out += _linear(f"{name}.ff.net.0.proj", b + ("ff", "fc1"))
+    out += _linear(f"{name}.ff.net.2", b + ("ff", "fc2"))
     out.append((f"{name}.scale_shift_table", b + ("scale_shift_table",), "copy"))
-  for j in range(_num_fusions(m)):
-    f = (f"skip_fusions_{j}",)
-    out.append((f"skip_norms.{j}.weight", f + ("norm", "scale"), "copy"))
-    out.append((f"skip_norms.{j}.bias", f + ("norm", "bias"), "copy"))
-    lin(f"skip_linears.{j}.linear", f + ("linear",))
+  out += _skip_fusions(m)
   out.append(("scale_shift_table", ("final_layer", "scale_shift_table"), "copy"))
-  lin("proj_out", ("final_layer", "proj_out"))
+  out += _linear("proj_out", ("final_layer", "proj_out"))
   return out
 
 
@@ -87,32 +101,22 @@ def _entries(m: Model) -> list[tuple[str, Path, str]]:
   if getattr(m, "cond", "class") == "text_tokens":
     return _t2v_entries(m)
   out: list[tuple[str, Path, str]] = []
-
-  def lin(name: str, path: Path) -> None:
-    out.append((name + ".weight", path + ("kernel",), "linear"))
-    out.append((name + ".bias", path + ("bias",), "copy"))
-
-  out.append(("x_embedder.proj.weight", ("x_embedder", "kernel"), "conv"))
-  out.append(("x_embedder.proj.bias", ("x_embedder", "bias"), "copy"))
-  lin("t_embedder.mlp.0", ("t_embedder", "mlp_0"))
-  lin("t_embedder.mlp.2", ("t_embedder", "mlp_2"))
+  out += _conv("x_embedder.proj", ("x_embedder",))
+  out += _linear("t_embedder.mlp.0", ("t_embedder", "mlp_0"))
+  out += _linear("t_embedder.mlp.2", ("t_embedder", "mlp_2"))
   if m.num_classes > 0:  # an unconditional Latte has no label table
     out.append(("y_embedder.embedding_table.weight", ("y_embedder", "embedding_table"),
                 "copy"))
   for i in range(m.depth):
     b = (f"blocks_{i}",)
-    lin(f"blocks.{i}.attn.qkv", b + ("attn", "qkv"))
-    lin(f"blocks.{i}.attn.proj", b + ("attn", "proj"))
-    lin(f"blocks.{i}.mlp.fc1", b + ("mlp", "fc1"))
-    lin(f"blocks.{i}.mlp.fc2", b + ("mlp", "fc2"))
-    lin(f"blocks.{i}.adaLN_modulation.1", b + ("adaLN_modulation",))
-  for j in range(_num_fusions(m)):
-    f = (f"skip_fusions_{j}",)
-    out.append((f"skip_norms.{j}.weight", f + ("norm", "scale"), "copy"))
-    out.append((f"skip_norms.{j}.bias", f + ("norm", "bias"), "copy"))
-    lin(f"skip_linears.{j}.linear", f + ("linear",))
-  lin("final_layer.linear", ("final_layer", "linear"))
-  lin("final_layer.adaLN_modulation.1", ("final_layer", "adaLN_modulation"))
+    out += _linear(f"blocks.{i}.attn.qkv", b + ("attn", "qkv"))
+    out += _linear(f"blocks.{i}.attn.proj", b + ("attn", "proj"))
+    out += _linear(f"blocks.{i}.mlp.fc1", b + ("mlp", "fc1"))
+    out += _linear(f"blocks.{i}.mlp.fc2", b + ("mlp", "fc2"))
+    out += _linear(f"blocks.{i}.adaLN_modulation.1", b + ("adaLN_modulation",))
+  out += _skip_fusions(m)
+  out += _linear("final_layer.linear", ("final_layer", "linear"))
+  out += _linear("final_layer.adaLN_modulation.1", ("final_layer", "adaLN_modulation"))
   return out
 
 
@@ -320,11 +324,7 @@ def detect_fields(state_dict: StateDict, *, input_size: int | None = None,
                 long_skip=long_skip)
 
   if "final_layer.linear.weight" in sd:
-    c_out, rem = divmod(np.shape(sd["final_layer.linear.weight"])[0], p * p)
-    if rem or c_out not in (c, 2 * c):
-      raise ValueError(f"final_layer.linear.weight has {c_out * p * p + rem} outputs; "
-                       f"expected {p * p * c} or {2 * p * p * c} (patch {p}, {c} channels)")
-    fields["learn_sigma"] = c_out == 2 * c
+    fields["learn_sigma"] = _learn_sigma(sd, "final_layer.linear.weight", p, c)
   if "blocks.0.mlp.fc1.weight" in sd:
     fields["mlp_ratio"] = np.shape(sd["blocks.0.mlp.fc1.weight"])[0] / d
 
@@ -346,19 +346,35 @@ def detect_fields(state_dict: StateDict, *, input_size: int | None = None,
                      f"rows (num_classes + 1 with the null class): pass num_classes="
                      f"{rows - 1}")
 
-  if "pos_embed" in sd:
-    t = int(np.shape(sd["pos_embed"])[-2])
-    g = math.isqrt(t)
-    if g * g != t:
-      raise ValueError(f"pos_embed has {t} tokens, not a square grid")
-    if input_size is not None and input_size != g * p:
-      raise ValueError(f"input_size={input_size} does not fit pos_embed ({t} tokens of "
-                       f"patch {p} = {g * p}x{g * p} latents): pass input_size={g * p}")
-    input_size = g * p
-  fields["input_size"] = 32 if input_size is None else input_size
+  fields["input_size"] = _grid_input_size(sd, "pos_embed", p, input_size)
 
   fields["num_heads"] = _registry_heads(num_heads, depth, d, f"depth {depth}")
   return fields
+
+
+def _grid_input_size(sd: StateDict, key: str, p: int, input_size: int | None) -> int:
+  """The latent size that the stored positional table `key` (.., T, D) implies for patch
+  p (T must be a square grid; a given input_size must agree); 32 without the table."""
+  if key not in sd:
+    return 32 if input_size is None else input_size
+  t = int(np.shape(sd[key])[-2])
+  g = math.isqrt(t)
+  if g * g != t:
+    raise ValueError(f"{key} has {t} tokens, not a square grid")
+  if input_size is not None and input_size != g * p:
+    raise ValueError(f"input_size={input_size} does not fit {key} ({t} tokens of patch "
+                     f"{p} = {g * p}x{g * p} latents): pass input_size={g * p}")
+  return g * p
+
+
+def _learn_sigma(sd: StateDict, key: str, p: int, c: int) -> bool:
+  """Whether the output projection `key` predicts the variance too (2C channels per
+  pixel of a p x p patch) or only epsilon (C); any other width is an error."""
+  c_out, rem = divmod(np.shape(sd[key])[0], p * p)
+  if rem or c_out not in (c, 2 * c):
+    raise ValueError(f"{key} has {c_out * p * p + rem} outputs; expected "
+                     f"{p * p * c} or {2 * p * p * c} (patch {p}, {c} channels)")
+  return c_out == 2 * c
 
 
 def _t2v_fields(sd: StateDict, *, input_size: int | None, num_heads: int | None,
@@ -382,11 +398,7 @@ def _t2v_fields(sd: StateDict, *, input_size: int | None, num_heads: int | None,
                 caption_channels=int(np.shape(sd["caption_projection.linear_1.weight"])[1]),
                 num_classes=0, class_dropout_prob=0.1)
   if "proj_out.weight" in sd:
-    c_out, rem = divmod(np.shape(sd["proj_out.weight"])[0], p * p)
-    if rem or c_out not in (c, 2 * c):
-      raise ValueError(f"proj_out.weight has {c_out * p * p + rem} outputs; expected "
-                       f"{p * p * c} or {2 * p * p * c} (patch {p}, {c} channels)")
-    fields["learn_sigma"] = c_out == 2 * c
+    fields["learn_sigma"] = _learn_sigma(sd, "proj_out.weight", p, c)
   if "transformer_blocks.0.ff.net.0.proj.weight" in sd:
     fields["mlp_ratio"] = np.shape(sd["transformer_blocks.0.ff.net.0.proj.weight"])[0] / d
   if video:
@@ -397,14 +409,7 @@ def _t2v_fields(sd: StateDict, *, input_size: int | None, num_heads: int | None,
         raise ValueError(f"num_frames={num_frames} does not fit temp_pos_embed "
                          f"{tuple(np.shape(sd['temp_pos_embed']))}: pass num_frames={frames}")
     fields.update(video=True, num_frames=16 if frames is None else int(frames))
-  if "pos_embed.pos_embed" in sd:
-    t = int(np.shape(sd["pos_embed.pos_embed"])[-2])
-    g = math.isqrt(t)
-    if g * g != t or (input_size is not None and input_size != g * p):
-      raise ValueError(f"input_size={input_size} does not fit pos_embed.pos_embed ({t} "
-                       f"tokens of patch {p}): pass input_size={g * p}")
-    input_size = g * p
-  fields["input_size"] = 32 if input_size is None else input_size
+  fields["input_size"] = _grid_input_size(sd, "pos_embed.pos_embed", p, input_size)
   fields["num_heads"] = _registry_heads(num_heads, n, d, f"{n} layers")
   return fields
 

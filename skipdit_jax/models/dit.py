@@ -47,6 +47,14 @@ class TransformerFields(nn.Module):
   def num_tokens(self) -> int:
     return (self.input_size // self.patch_size) ** 2
 
+  def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array, *, train: bool = False,
+               force_drop_ids: jax.Array | None = None) -> jax.Array:
+    """The staged forward in one call: `embed`, every unit of `run_blocks`, `head` (each
+    model defines the three and `num_units`)."""
+    h, c = self.embed(x, t, y, train=train, force_drop_ids=force_drop_ids)
+    h, _ = self.run_blocks(h, c, (), 0, self.num_units)
+    return self.head(h, c)
+
 
 class DiT(TransformerFields):
   """Class-conditional diffusion transformer on NHWC inputs.
@@ -125,11 +133,6 @@ class DiT(TransformerFields):
     """Final layer and unpatchify; the output is float32."""
     return self.unpatchify(self.final_layer(h, c)).astype(jnp.float32)
 
-  def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array, *, train: bool = False,
-               force_drop_ids: jax.Array | None = None) -> jax.Array:
-    h, c = self.embed(x, t, y, train=train, force_drop_ids=force_drop_ids)
-    h, _ = self.run_blocks(h, c, (), 0, self.depth)
-    return self.head(h, c)
 
 
 def validate_shape(m: DiT) -> None:

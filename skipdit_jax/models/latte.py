@@ -125,12 +125,6 @@ class Latte(TransformerFields):
     return unpatchify(out, self.patch_size, self.input_size // self.patch_size,
                       self.out_channels).astype(jnp.float32)
 
-  def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array, *, train: bool = False,
-               force_drop_ids: jax.Array | None = None) -> jax.Array:
-    h, c = self.embed(x, t, y, train=train, force_drop_ids=force_drop_ids)
-    h, _ = self.run_blocks(h, c, (), 0, self.num_units)
-    return self.head(h, c)
-
 
 def validate_latte(m: Latte) -> None:
   """Raise a ValueError naming the config field for shapes Latte cannot take."""

@@ -123,37 +123,35 @@ def _embed(m, x: jax.Array, t: jax.Array, y, train: bool,
   return h, TextCond(emb, t6, m.caption_projection(tokens), mask)
 
 
-class DiTT2V(DiT):
+class _CaptionTokens:
+  """The text-token models' setup and embed, shared by the image and the video model;
+  `_temporal_odd`: whether odd blocks are temporal (no cross-attention)."""
+  _temporal_odd = False  # a class attribute, not a module field
+
+  def setup(self):
+    validate_t2v(self)
+    _setup_text(self, jnp.dtype(self.dtype), temporal_odd=self._temporal_odd)
+
+  def embed(self, x: jax.Array, t: jax.Array, y, *, train: bool = False,
+            force_drop_ids: jax.Array | None = None) -> tuple[jax.Array, TextCond]:
+    """Tokens h with positions, and c = TextCond (caption rows dropped to the null)."""
+    return _embed(self, x, t, y, train, force_drop_ids)
+
+
+class DiTT2V(_CaptionTokens, DiT):
   """Text-to-image DiT / Skip-DiT: cross-attention to caption tokens in every block.
 
   x (N, H, W, C), t (N,), y a caption dict (text_cond.caption_condition) -> (N, H, W, C_out).
   """
   cond: str = "text_tokens"
 
-  def setup(self):
-    validate_t2v(self)
-    _setup_text(self, jnp.dtype(self.dtype), temporal_odd=False)
 
-  def embed(self, x: jax.Array, t: jax.Array, y, *, train: bool = False,
-            force_drop_ids: jax.Array | None = None) -> tuple[jax.Array, TextCond]:
-    """Tokens h with positions, and c = TextCond (caption rows dropped to the null)."""
-    return _embed(self, x, t, y, train, force_drop_ids)
-
-
-class LatteT2V(Latte):
+class LatteT2V(_CaptionTokens, Latte):
   """Text-to-video Latte / Skip-Latte (Latte-T2V): spatial blocks cross-attend to the
   caption, temporal blocks do not. x (N, F, H, W, C) channel-last (the official layout is
   (N, C, F, H, W)), y a caption dict -> (N, F, H, W, C_out)."""
   cond: str = "text_tokens"
-
-  def setup(self):
-    validate_t2v(self)
-    _setup_text(self, jnp.dtype(self.dtype), temporal_odd=True)
-
-  def embed(self, x: jax.Array, t: jax.Array, y, *, train: bool = False,
-            force_drop_ids: jax.Array | None = None) -> tuple[jax.Array, TextCond]:
-    """Tokens h with positions, and c = TextCond (caption rows dropped to the null)."""
-    return _embed(self, x, t, y, train, force_drop_ids)
+  _temporal_odd = True
 
 
 def validate_t2v(m: DiTT2V | LatteT2V) -> None:

@@ -27,14 +27,18 @@ HIGHEST = jax.lax.Precision.HIGHEST  # fp32 matmuls also on TPU/GPU (no bf16/TF3
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
-  vocab_size: int = 30522
-  hidden_size: int = 384
-  num_layers: int = 6
-  num_heads: int = 12
-  intermediate_size: int = 1536
-  max_positions: int = 512
-  type_vocab_size: int = 2
-  layer_norm_eps: float = 1e-12
+  """A BERT encoder's sizes, named as ours; `HF_KEYS` gives each one's config.json key."""
+  vocab_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  max_positions: int
+  type_vocab_size: int
+  layer_norm_eps: float
+
+  HF_KEYS = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+             "max_positions": "max_position_embeddings"}  # the rest share the name
 
   @classmethod
   def from_hf(cls, path: str | Path) -> "BertConfig":
@@ -42,9 +46,13 @@ class BertConfig:
     c = json.loads(Path(path).read_text())
     if c.get("hidden_act", "gelu") != "gelu":
       raise ValueError(f"{path}: hidden_act={c['hidden_act']!r}; only exact 'gelu' is built")
-    return cls(c["vocab_size"], c["hidden_size"], c["num_hidden_layers"],
-               c["num_attention_heads"], c["intermediate_size"],
-               c["max_position_embeddings"], c["type_vocab_size"], c["layer_norm_eps"])
+    return cls(**{f.name: c[cls.HF_KEYS.get(f.name, f.name)] for f in dataclasses.fields(cls)})
+
+
+# all-MiniLM-L6-v2's sizes (its config.json): the default encoder.
+MINILM_L6 = BertConfig(vocab_size=30522, hidden_size=384, num_layers=6, num_heads=12,
+                       intermediate_size=1536, max_positions=512, type_vocab_size=2,
+                       layer_norm_eps=1e-12)
 
 
 def _dense(features: int, name: str) -> nn.Dense:
@@ -74,7 +82,7 @@ class BertLayer(nn.Module):
 
 class BertEncoder(nn.Module):
   """`apply(params, ids (N, T) int, mask (N, T) bool) -> token states (N, T, D)`."""
-  cfg: BertConfig = BertConfig()
+  cfg: BertConfig = MINILM_L6
 
   @nn.compact
   def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
@@ -99,27 +107,29 @@ def mean_pool(tokens: jax.Array, mask: jax.Array) -> jax.Array:
   return mean / jnp.maximum(jnp.linalg.norm(mean, axis=-1, keepdims=True), 1e-12)
 
 
-# (ours, HF suffix, transpose) per layer; Dense kernels are torch weights transposed.
+def _linear(ours: str, hf: str) -> list[tuple]:
+  """A torch Linear `hf` as our Dense `ours`: the weight transposed, the bias as is."""
+  return [((ours, "kernel"), f"{hf}.weight", True), ((ours, "bias"), f"{hf}.bias", False)]
+
+
+def _norm(ours: str, hf: str) -> list[tuple]:
+  """A torch LayerNorm `hf` as our LayerNorm `ours`."""
+  return [((ours, "scale"), f"{hf}.weight", False), ((ours, "bias"), f"{hf}.bias", False)]
+
+
+# (our path, HF name, transpose) per layer (HF names below `encoder.layer.{i}.`).
 _LAYER_MAP = [
-    *[((n, "kernel"), f"attention.self.{n}.weight", True) for n in ("query", "key", "value")],
-    *[((n, "bias"), f"attention.self.{n}.bias", False) for n in ("query", "key", "value")],
-    (("attention_output", "kernel"), "attention.output.dense.weight", True),
-    (("attention_output", "bias"), "attention.output.dense.bias", False),
-    (("attention_LayerNorm", "scale"), "attention.output.LayerNorm.weight", False),
-    (("attention_LayerNorm", "bias"), "attention.output.LayerNorm.bias", False),
-    (("intermediate", "kernel"), "intermediate.dense.weight", True),
-    (("intermediate", "bias"), "intermediate.dense.bias", False),
-    (("output", "kernel"), "output.dense.weight", True),
-    (("output", "bias"), "output.dense.bias", False),
-    (("output_LayerNorm", "scale"), "output.LayerNorm.weight", False),
-    (("output_LayerNorm", "bias"), "output.LayerNorm.bias", False),
+    *[e for n in ("query", "key", "value") for e in _linear(n, f"attention.self.{n}")],
+    *_linear("attention_output", "attention.output.dense"),
+    *_norm("attention_LayerNorm", "attention.output.LayerNorm"),
+    *_linear("intermediate", "intermediate.dense"),
+    *_linear("output", "output.dense"),
+    *_norm("output_LayerNorm", "output.LayerNorm"),
 ]
 _EMB_MAP = [
-    (("word_embeddings", "embedding"), "embeddings.word_embeddings.weight", False),
-    (("position_embeddings", "embedding"), "embeddings.position_embeddings.weight", False),
-    (("token_type_embeddings", "embedding"), "embeddings.token_type_embeddings.weight", False),
-    (("embeddings_LayerNorm", "scale"), "embeddings.LayerNorm.weight", False),
-    (("embeddings_LayerNorm", "bias"), "embeddings.LayerNorm.bias", False),
+    *[((f"{n}_embeddings", "embedding"), f"embeddings.{n}_embeddings.weight", False)
+      for n in ("word", "position", "token_type")],
+    *_norm("embeddings_LayerNorm", "embeddings.LayerNorm"),
 ]
 _IGNORED = ("pooler.", "embeddings.position_ids")  # unused by the sentence pipeline
 
