@@ -17,6 +17,8 @@ sample grids (clips: filmstrip PNGs, rows = clips, and GIFs) go to `<root>/<name
 samples/`. FD-<data> uses our own classifier's features: not Inception FID, not FVD.
 Clips (video runs) get class accuracy from a frame reader fitted on real frames
 (eval/clip_scores.py), since FD-mdigits' net is taught digit x direction.
+bench/depth_study.py runs the same per-run pipeline (`setup_scoring`, `run_twin`,
+`convergence`) on every piece of its depth x seed grid.
 
   python bench/study.py --root /tmp/study            # the image study (~2 h idle)
   python bench/study.py --root /tmp/study_smoke --smoke   # a few steps of everything
@@ -199,14 +201,16 @@ def eval_loss_fn(model, diffusion, x0, y, seed: int = 0):
   return fn
 
 
-def _read(path, default):
+def read_json(path: str, default):
+  """The JSON at `path`, or `default` where there is none."""
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
   return default
 
 
-def _write(path, obj):
+def write_json(path: str, obj) -> None:
+  """`obj` as indented JSON at `path` (folders made; numpy scalars as floats)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w") as f:
     json.dump(obj, f, indent=1, default=float)
@@ -219,7 +223,7 @@ def _scalars(row: dict) -> str:
 def train_with_curve(name, config, workdir, score, opts, loss_fn, log):
   """Trains (resuming); FD and eval loss at every sample_every step -> fd_vs_step.json."""
   path = os.path.join(workdir, "eval", "fd_vs_step.json")
-  points = {int(k): v for k, v in _read(path, {}).items()}
+  points = {int(k): v for k, v in read_json(path, {}).items()}
   model, diffusion = build_model(config), build_diffusion(config)
   sopts = dict(sampling.options_from_config(config.sample), policy="none", interval=1)
   labels = run.class_labels(opts["num_samples"], config.data.num_classes)
@@ -232,7 +236,7 @@ def train_with_curve(name, config, workdir, score, opts, loss_fn, log):
     row = score(imgs, labels)
     row.update(eval_loss=loss_fn(ema_params), sample_s=total)
     points[step] = row
-    _write(path, points)
+    write_json(path, points)
     log(f"{name} step {step}: " + _scalars(row))
     images, ncol = grid_args(imgs)
     return image_grid.make_grid(images, ncol=ncol, scale=2)
@@ -290,7 +294,7 @@ def cache_sweep(name, config, model, diffusion, params, score, opts, policies, i
       rows.append(row)
       log(f"{name} {label} N={n}: ideal {row['ideal']:.2f}x measured {row['measured']:.2f}x "
           f"PSNR {row['psnr']:.2f} dB {score.name} {row[score.name]:.3g}")
-  _write(path, rows)
+  write_json(path, rows)
   return rows
 
 
@@ -306,6 +310,19 @@ def crossing_step(points: dict, target: float):
       return float(prev + frac * (s - prev))
     prev = s
   return None
+
+
+def convergence(curves: dict, score: str, skip: str, plain: str) -> dict | None:
+  """Steps the run with long skips takes to reach the vanilla run's final `score`;
+  curves = {run: {step: row}}. speedup = vanilla's steps / those steps (None: never
+  reached). None when either run is missing."""
+  if not {skip, plain} <= set(curves):
+    return None
+  van = curves[plain]
+  target = van[max(van)][score]
+  reach = crossing_step({s: v[score] for s, v in curves[skip].items()}, target)
+  return {f"{plain}_final_{score}": target, f"{plain}_steps": max(van),
+          f"{skip}_steps_to_reach": reach, "speedup": (max(van) / reach) if reach else None}
 
 
 def report(root, runs_out, sweep_rows, score, log, twins=("skipdit", "dit")) -> dict:
@@ -329,15 +346,9 @@ def report(root, runs_out, sweep_rows, score, log, twins=("skipdit", "dit")) -> 
                           "train_s": runs_out[n]["train_s"]}
     if "motion" in c[last]:  # clips
       summary["runs"][n]["final_motion_pass"] = c[last]["motion"]["motion_pass"]
-  skip, plain = twins  # (with long skips, vanilla)
-  if {skip, plain} <= set(curves):
-    van = curves[plain]
-    target = van[max(van)][score]
-    reach = crossing_step({s: v[score] for s, v in curves[skip].items()}, target)
-    summary["convergence"] = {
-        f"{plain}_final_{score}": target, f"{plain}_steps": max(van),
-        f"{skip}_steps_to_reach": reach,
-        "speedup": (max(van) / reach) if reach else None}
+  conv = convergence(curves, score, *twins)
+  if conv is not None:
+    summary["convergence"] = conv
   by = {}
   for r in sweep_rows:
     if r["policy"] != "none":
@@ -387,68 +398,77 @@ def report(root, runs_out, sweep_rows, score, log, twins=("skipdit", "dit")) -> 
   return summary
 
 
-def main() -> None:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--sweep", default="configs/sweeps/study_fmnist.py")
-  ap.add_argument("--root", default="/tmp/skipdit_study")
-  ap.add_argument("--smoke", action="store_true", help="a few steps of everything")
-  args = ap.parse_args()
-  from absl import logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.INFO)  # the train loop's progress lines
-  absl_logging.get_absl_handler().addFilter(
-      lambda r: r.levelno >= 30 or not any(p in r.pathname for p in ("/orbax/", "/jax/_src/",
-                                                                     "/absl/", "/etils/")))
-  t_start = time.perf_counter()
-  log = lambda msg: print(msg, flush=True)
-  sweep = load_module(args.sweep).get_sweep()
+def build_configs(sweep, smoke: bool = False) -> dict:
+  """{run name: config} of a sweep's runs, shrunk by `shrink_for_smoke` for --smoke."""
   configs = {}
   for r in sweep.runs:
     c = load_config(r["config"], dict(r["overrides"]))
-    if args.smoke:
+    if smoke:
       shrink_for_smoke(c)
     configs[r["name"]] = c
-  intervals = (2, 3) if args.smoke else tuple(sweep.intervals)
-  first = next(iter(configs.values()))
-  dataset, opts = first.data.name, run.eval_options(first)
-  shared = os.path.join(args.root, "study")
+  return configs
+
+
+@dataclasses.dataclass
+class Scoring:
+  """What every run of a study is scored with: the feature net, its reference (inside
+  `score`), the eval options and the fixed eps-MSE set x0 (M, *shape), labels (M,)."""
+  net: feature_net.FeatureNet
+  score: Scorer
+  opts: dict
+  heldout: tuple[np.ndarray, np.ndarray]
+  setup_s: float
+
+
+def setup_scoring(config, shared: str, log, smoke: bool = False) -> Scoring:
+  """The feature net (trained once, cached in `shared`), its reference, the scorer and the
+  eps-MSE set of `config`'s data (seeded by `config.seed`); shared by all runs on it."""
   t0 = time.perf_counter()
-  # The twins share config.data (one feature net, reference and held-out set for both).
-  net = feature_net.load_or_train(dataset, shared, spec=smoke_spec(dataset) if args.smoke
-                                  else None, seed=first.seed, log=log, data=first.data)
+  dataset, opts = config.data.name, run.eval_options(config)
+  net = feature_net.load_or_train(dataset, shared, spec=smoke_spec(dataset) if smoke
+                                  else None, seed=config.seed, log=log, data=config.data)
   nets = {"classifier": net}
   refs = {"classifier": sample_quality.build_reference(net, dataset, shared,
-                                                       num=opts["num_ref"], seed=first.seed,
-                                                       data=first.data)}
-  score = Scorer(first, nets, refs, opts, log, smoke=args.smoke)
-  xt, yt, _ = data.load_source(dataset, split=heldout_split(dataset), data=first.data)
-  m_eval = 50 if args.smoke else 1000
+                                                       num=opts["num_ref"], seed=config.seed,
+                                                       data=config.data)}
+  score = Scorer(config, nets, refs, opts, log, smoke=smoke)
+  xt, yt, _ = data.load_source(dataset, split=heldout_split(dataset), data=config.data)
+  m_eval = min(50 if smoke else 1000, len(yt))
   xt, yt = np.asarray(xt[np.arange(m_eval)], np.float32), np.asarray(yt)[:m_eval]
-  times = {"feature_net_s": time.perf_counter() - t0}
-  runs_out, sweep_rows, stab = {}, [], {}
-  for name, config in configs.items():
-    workdir = os.path.join(args.root, name)
-    loss_fn = eval_loss_fn(build_model(config), build_diffusion(config), xt, yt)
-    model, diffusion, params, points, summary, train_s = train_with_curve(
-        name, config, workdir, score, opts, loss_fn, log)
-    runs_out[name] = {"points": points, "train_s": summary.get("train_time_s", train_s),
-                      "img_per_s": summary.get("img_per_s")}
-    t0 = time.perf_counter()
-    sweep_rows += cache_sweep(name, config, model, diffusion, params, score, opts,
-                              [tuple(p) for p in sweep.policies[name]], intervals, workdir,
-                              log)
-    times[f"{name}_sweep_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sc = config.copy_and_resolve_references()
-    sc.sample.cache.policy = stability.feature_policy(model)
-    sc.sample.cache.interval, sc.sample.cache.k = sweep.stability_interval, sweep.stability_k
-    out_dir = os.path.join(workdir, "eval")
-    stab[name] = run.stability_report(model, params, diffusion, sc, opts, out_dir)
-    times[f"{name}_stability_s"] = time.perf_counter() - t0
-  summary = report(args.root, runs_out, sweep_rows, net.score_name, log,
-                   twins=tuple(sweep.get("twins", ("skipdit", "dit"))))
-  summary["plots"] += run.plot_stability(stab, os.path.join(args.root, "study"))
-  summary["stability"] = {
-      n: {"consecutive_mean": s["steps"]["consecutive_mean"],
+  return Scoring(net, score, opts, (xt, yt), time.perf_counter() - t0)
+
+
+def run_twin(name, config, workdir: str, scoring: Scoring, policies, intervals,
+             stability_k: int, stability_interval: int, log) -> dict:
+  """One run of a study: trains it (resuming; FD and eval loss vs step), sweeps
+  `policies` [(policy, plan options, label)] over `intervals` on its final EMA weights and
+  runs the stability analyses (deep feature entering unit L - stability_k).
+  Returns {points, train_s, img_per_s, sweep (rows), sweep_s, stability (report),
+  stability_s}."""
+  xt, yt = scoring.heldout
+  loss_fn = eval_loss_fn(build_model(config), build_diffusion(config), xt, yt)
+  model, diffusion, params, points, summary, train_s = train_with_curve(
+      name, config, workdir, scoring.score, scoring.opts, loss_fn, log)
+  out = {"points": points, "train_s": summary.get("train_time_s", train_s),
+         "img_per_s": summary.get("img_per_s")}
+  t0 = time.perf_counter()
+  out["sweep"] = cache_sweep(name, config, model, diffusion, params, scoring.score,
+                             scoring.opts, policies, intervals, workdir, log)
+  out["sweep_s"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  sc = config.copy_and_resolve_references()
+  sc.sample.cache.policy = stability.feature_policy(model)
+  sc.sample.cache.interval, sc.sample.cache.k = stability_interval, stability_k
+  out["stability"] = run.stability_report(model, params, diffusion, sc, scoring.opts,
+                                          os.path.join(workdir, "eval"))
+  out["stability_s"] = time.perf_counter() - t0
+  return out
+
+
+def stability_summary(s: dict) -> dict:
+  """The study's figures of one `run.stability_report`: means, extremes, per-unit norms
+  and the per-step consecutive cosine (the paper's Figure 1a)."""
+  return {"consecutive_mean": s["steps"]["consecutive_mean"],
           "cached_vs_uncached_mean": s["steps"].get("cached_vs_uncached_mean"),
           "perturbation_deep_min": float(np.min(s["perturbation"]["deep"])),
           "spectral_max": max(s["spectral"]["max"]),
@@ -458,7 +478,49 @@ def main() -> None:
           "spectral_per_unit_max": s["spectral"]["max"],
           # Figure 1a: deep-feature cosine of consecutive uncached steps, per step.
           "consecutive": s["steps"]["consecutive"],
-          "timesteps": s["steps"]["timesteps"]} for n, s in stab.items()}
+          "timesteps": s["steps"]["timesteps"]}
+
+
+def quiet_absl() -> None:
+  """absl INFO (the train loop's progress lines) without orbax / jax / etils chatter."""
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.INFO)
+  absl_logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= 30 or not any(p in r.pathname for p in ("/orbax/", "/jax/_src/",
+                                                                     "/absl/", "/etils/")))
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--sweep", default="configs/sweeps/study_fmnist.py")
+  ap.add_argument("--root", default="/tmp/skipdit_study")
+  ap.add_argument("--smoke", action="store_true", help="a few steps of everything")
+  args = ap.parse_args()
+  quiet_absl()
+  t_start = time.perf_counter()
+  log = lambda msg: print(msg, flush=True)
+  sweep = load_module(args.sweep).get_sweep()
+  configs = build_configs(sweep, args.smoke)
+  intervals = (2, 3) if args.smoke else tuple(sweep.intervals)
+  first = next(iter(configs.values()))
+  # The twins share config.data (one feature net, reference and held-out set for both).
+  scoring = setup_scoring(first, os.path.join(args.root, "study"), log, smoke=args.smoke)
+  net, score = scoring.net, scoring.score
+  times = {"feature_net_s": scoring.setup_s}
+  runs_out, sweep_rows, stab = {}, [], {}
+  for name, config in configs.items():
+    r = run_twin(name, config, os.path.join(args.root, name), scoring,
+                 [tuple(p) for p in sweep.policies[name]], intervals, sweep.stability_k,
+                 sweep.stability_interval, log)
+    runs_out[name] = {"points": r["points"], "train_s": r["train_s"],
+                      "img_per_s": r["img_per_s"]}
+    sweep_rows += r["sweep"]
+    times[f"{name}_sweep_s"], times[f"{name}_stability_s"] = r["sweep_s"], r["stability_s"]
+    stab[name] = r["stability"]
+  summary = report(args.root, runs_out, sweep_rows, net.score_name, log,
+                   twins=tuple(sweep.get("twins", ("skipdit", "dit"))))
+  summary["plots"] += run.plot_stability(stab, os.path.join(args.root, "study"))
+  summary["stability"] = {n: stability_summary(s) for n, s in stab.items()}
   if score.references:  # clips: the frame reader's accuracy, real / shuffled motion
     summary["video_references"] = score.references
   summary.update(bench="study", smoke=args.smoke, root=os.path.abspath(args.root),
@@ -467,7 +529,7 @@ def main() -> None:
                  load_avg_1m=round(os.getloadavg()[0], 2),
                  note=f"{net.score_name} uses our own classifier's features; not "
                       "comparable to Inception FID" + (" or FVD" if score.video else ""))
-  _write(os.path.join(args.root, "study", "study.json"), summary)
+  write_json(os.path.join(args.root, "study", "study.json"), summary)
   print(json.dumps(summary, default=float), flush=True)
 
 

@@ -22,11 +22,17 @@ def _save(fig, path: str) -> str:
 
 
 def line_plot(path: str, series: Series, *, xlabel: str, ylabel: str, title: str = "",
-              logy: bool = False, markers: bool = True, ylim=None) -> str:
-  """One line per name -> (xs, ys); writes a PNG to `path` and returns it."""
+              logy: bool = False, markers: bool = True, ylim=None,
+              errors: Mapping[str, Sequence[float]] | None = None) -> str:
+  """One line per name -> (xs, ys), with +-`errors[name]` bars where given; writes a PNG
+  to `path` and returns it."""
   fig, ax = plt.subplots(figsize=(6, 4))
   for name, (xs, ys) in series.items():
-    ax.plot(list(xs), list(ys), marker="o" if markers else None, ms=3, label=name)
+    if errors and name in errors:
+      ax.errorbar(list(xs), list(ys), yerr=list(errors[name]), marker="o" if markers else None,
+                  ms=3, capsize=3, label=name)
+    else:
+      ax.plot(list(xs), list(ys), marker="o" if markers else None, ms=3, label=name)
   ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
   if logy:
     ax.set_yscale("log")
