@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = moving_digits_skiplatte.get_config()
   c.model.cond, c.model.caption_channels = "text_pooled", 384
   c.data.captions.enabled = True
+  c.train.ema_warmup = True  # a short run's EMA is not dominated by the init
   c.sample.grid_per_class = 0  # no periodic class grids for a text model
   c.sample.cache.update(official_t2v("N2-700-50"))
   return c
