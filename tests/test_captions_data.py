@@ -192,7 +192,7 @@ def test_text_model_trains_through_the_real_loop(tmp_path):
   from skipdit_jax import models
   from skipdit_jax.train import build_model, train
   c = captions_digits_dit.get_config()
-  c.model.depth, c.model.hidden_size, c.model.num_heads = 2, 32, 2
+  c.model.depth, c.model.hidden_size, c.model.num_heads = 4, 32, 2
   c.train.update(dict(batch_size=32, num_steps=3, warmup_steps=0, log_every=1,
                       ckpt_every=100, sample_every=100, ckpt_async=False))
   check_config(c, num_devices=1)
