@@ -52,6 +52,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.video.frame_stride = 1     # every k-th frame (the official frame_interval: 3)
   c.data.video.random_start = False  # False: the first window; True: seeded random start
   c.data.video.feature = "video"    # tfds:NAME with num_frames > 0: its (T, H, W, C) feature
+  # Captions for text models (model.cond = text_pooled | text_tokens;
+  # skipdit_jax/text/caption_batches.py): each example gets a caption made from its
+  # content (class; clips: digit, direction, bounce) from the train templates, and its
+  # bundled-MiniLM embedding. digits | mnist5k | fashion_mnist | moving_digits.
+  c.data.captions = ml_collections.ConfigDict()
+  c.data.captions.enabled = False   # True with a text model.cond
+  c.data.captions.max_tokens = 24   # tokens per caption incl. [CLS]/[SEP] (longer: error)
+  c.data.captions.seed = 0          # which template / phrasing each example gets
+  c.data.captions.cache_dir = ""    # encoded caption vocabularies; "" = <workdir>/caption_embeddings
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "linear"   # linear | cosine

@@ -91,6 +91,8 @@ def _check_data(config, problems: list[str]) -> None:
                     f"source ({', '.join(sorted(data.VIDEO_SOURCES))})")
   elif video is not None:  # the source's own field checks, before anything is loaded
     problems.extend(video(config.data))
+  from skipdit_jax.text import caption_batches  # captions vs model.cond, dataset, encoder
+  problems.extend(caption_batches.check_config(config))
 
 
 def _check_diffusion(config, problems: list[str]) -> None:

@@ -69,10 +69,11 @@ def _generate(model, params, diffusion, labels, seed: int, batch: int, **kw):
   mesh = parallel.params_mesh(params)
   run = generate if mesh is None else functools.partial(
       sharded.generate, mesh, jax.tree.map(lambda a: a.sharding, params))
-  t0 = time.perf_counter()
-  out = [run(model, params, diffusion, labels[i:i + batch],
-                  jax.random.fold_in(jax.random.PRNGKey(seed), i), **kw)
-         for i in range(0, len(labels), batch)]
+  from skipdit_jax.models import text_cond
+  t0 = time.perf_counter()  # labels: (N,) ints or a caption dict (text models), N leading
+  out = [run(model, params, diffusion, jax.tree.map(lambda a: a[i:i + batch], labels),
+             jax.random.fold_in(jax.random.PRNGKey(seed), i), **kw)
+         for i in range(0, text_cond.batch_size(labels), batch)]
   return np.concatenate(out), time.perf_counter() - t0
 
 
@@ -89,6 +90,39 @@ def _class_labels(config, per_class: int):
 
 def _is_video(model) -> bool:
   return len(model.sample_shape) == 4
+
+
+def _is_text(model) -> bool:
+  return getattr(model, "cond", "class") != "class"
+
+
+def _caption_prompts(config, workdir: str, model, per_class: int):
+  """Held-out caption prompts (eval/caption_scores.py) and their condition `y`, encoded
+  once into the run's caption cache (text/caption_batches.py)."""
+  import numpy as np
+  from skipdit_jax.eval import caption_scores
+  from skipdit_jax.text import caption_batches as CB
+  prompts = caption_scores.heldout_prompts(config.data.name, per_class, seed=config.sample.seed)
+  fields = CB.CaptionFields.from_config(config.data)
+  vocab = CB.vocabulary(config.data.name, "heldout")
+  emb = CB.encode_vocabulary(vocab, fields.cache_root(str(paths.resolve(workdir))),
+                             max_tokens=fields.max_tokens)
+  index = {c: i for i, c in enumerate(vocab)}
+  ids = np.array([index[c] for c in prompts.captions])
+  return prompts, CB.CaptionTable(emb, model.cond).condition(ids)
+
+
+def _direction_reader(config, out: dict[str, Any]):
+  """For caption clips: the direction CNN fitted on real clips (its held-out accuracy into
+  `out`)."""
+  from skipdit_jax import data
+  from skipdit_jax.eval import caption_scores
+  clips, _, _ = data.load_source(config.data.name, data=config.data)
+  num_train = config.eval.classifier_train
+  x, ids = caption_scores.real_motion(clips, num_train + max(num_train // 4, 50))
+  reader = caption_scores.fit_direction_reader(x, ids, num_train=num_train, seed=config.seed)
+  out["direction_reader_heldout_accuracy"] = reader.test_accuracy
+  return reader
 
 
 def _video_references(config, out: dict[str, Any]):
@@ -110,14 +144,14 @@ def _video_references(config, out: dict[str, Any]):
   return reader
 
 
-def _write_samples(model, imgs, labels, stem: str, ncol: int) -> None:
+def _write_samples(model, imgs, labels, stem: str, ncol: int, **extra) -> None:
   if _is_video(model):
     from skipdit_jax.eval import video_io
     video_io.save_gif(imgs, stem + ".gif", ncol=ncol, scale=2)
   else:
     from skipdit_jax.eval import image_grid
     image_grid.save_grid(imgs, stem + ".png", ncol=ncol, scale=2)
-  paths.save_npz(stem + ".npz", images=imgs, labels=labels)
+  paths.save_npz(stem + ".npz", images=imgs, labels=labels, **extra)
 
 
 def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[str, Any]:
@@ -126,18 +160,27 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
   Images: `class_accuracy` from a logistic regression on real images. Clips: from a frame
   CNN on real frames (`eval/clip_scores.py`), plus the motion figure (`motion`, with
   `motion_real` / `motion_shuffled` beside it). With a cache, the cached samples'
-  PSNR/SSIM against the uncached ones and the measured and ideal speedups."""
+  PSNR/SSIM against the uncached ones and the measured and ideal speedups.
+  Text models (`model.cond` != "class") are prompted with held-out caption templates,
+  balanced over classes (clips: and directions), and scored by `caption_accuracy`
+  (eval/caption_scores.py): the class (clips: and direction) read back from each sample
+  must be the one its caption names."""
   import numpy as np
   from skipdit_jax import data
   from skipdit_jax.eval import class_accuracy, clip_scores, image_metrics, video_metrics
   from skipdit_jax.train import build_diffusion
   s, diffusion = config.sample, build_diffusion(config)
-  video = _is_video(model)
-  labels = _class_labels(config, s.num_per_class)
+  video, text = _is_video(model), _is_text(model)
+  prompts = direction_reader = None
+  if text:  # held-out caption templates; `asked` = the classes they name
+    prompts, labels = _caption_prompts(config, workdir, model, s.num_per_class)
+    asked = prompts.classes
+  else:
+    labels = asked = _class_labels(config, s.num_per_class)
   variants = {"": False}
   if s.get("cache") is not None and s.cache.get("policy", "none") != "none":
     variants["_cached"] = True
-  out: dict[str, Any] = {"num_samples": int(len(labels)), "sampler": s.sampler,
+  out: dict[str, Any] = {"num_samples": int(len(asked)), "sampler": s.sampler,
                          "sample_steps": s.num_steps, "cfg_scale": s.cfg_scale}
   scorer = reader = None
   if config.get("eval", {}).get("class_accuracy", False):
@@ -148,6 +191,8 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
       scorer, held = class_accuracy.fit_classifier(
           images, real_labels, num_train=config.eval.classifier_train, seed=config.seed)
       out["classifier_heldout_accuracy"] = held
+    if text and video:
+      direction_reader = _direction_reader(config, out)
   samples = {}
   for suffix, cached in variants.items():
     kw = _sample_kwargs(config, cached)
@@ -157,7 +202,8 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
     _, steady_s = _generate(model, ema_params, diffusion, labels, s.seed, s.batch_size, **kw)
     stem = str(paths.resolve(workdir) / "samples" / f"{tag}{suffix}")
     if _is_main():  # every process samples (collectives); process 0 writes
-      _write_samples(model, imgs, labels, stem, s.num_per_class)
+      _write_samples(model, imgs, asked, stem, s.num_per_class,
+                     **({"captions": np.asarray(prompts.captions)} if text else {}))
     samples[suffix] = imgs
     out[f"sample{suffix}_s"] = first_s
     out[f"sample{suffix}_steady_s"] = steady_s
@@ -168,9 +214,16 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
       print(describe(plan), flush=True)
       out["cache_policy"] = kw.get("policy")
       out["cache_ideal_speedup"] = plan.ideal_speedup
-    if scorer is not None:
+    if text and (scorer is not None or reader is not None):
+      from skipdit_jax.eval import caption_scores
+      read = (class_accuracy.predict_classes(scorer, imgs) if scorer is not None
+              else caption_scores.clip_classes(reader, imgs))
+      dirs = direction_reader.predict(imgs) if direction_reader is not None else None
+      out.update({f"{k}{suffix}": v for k, v in
+                  caption_scores.caption_accuracy(prompts, read, dirs).items()})
+    elif scorer is not None:
       out[f"class_accuracy{suffix}"] = class_accuracy.class_accuracy(scorer, imgs, labels)
-    if reader is not None:
+    elif reader is not None:
       video_label = config.data.get("video", {}).get("label", "digit")
       out[f"class_accuracy{suffix}"] = clip_scores.frame_accuracy(
           reader, imgs, clip_scores.frame_classes(labels, video_label))
@@ -193,7 +246,8 @@ def train_mode(config, workdir: str) -> dict[str, Any]:
   from skipdit_jax.eval import image_grid
   from skipdit_jax.train import build_diffusion, build_model, train
   model, diffusion = build_model(config), build_diffusion(config)
-  labels = _class_labels(config, config.sample.grid_per_class)
+  # Text models draw no periodic class grids (their final samples are captioned).
+  labels = _class_labels(config, 0 if _is_text(model) else config.sample.grid_per_class)
 
   def on_sample(step: int, ema_params):
     if not len(labels):

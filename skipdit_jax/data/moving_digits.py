@@ -165,6 +165,20 @@ class MovingDigits(LazyRows):
                               for a in range(2)], -1) for j in range(len(p["rows"]))])
     return np.floor(out + 0.5).astype(np.int64)
 
+  def motion(self, i: int) -> tuple[int, int, bool]:
+    """What clip i's first digit visibly does: (dy, dx) the signs of its first move along
+    each axis (+1 = down / right, 0 = never moves; a digit drawn at a wall moving into it
+    has already turned) and whether it bounces later (some axis reverses). The content
+    its caption names."""
+    step = np.sign(np.diff(self.positions(i)[0], axis=0))  # (F - 1, 2)
+    first, bounced = [0, 0], False
+    for a in range(2):
+      moves = step[:, a][step[:, a] != 0]
+      if len(moves):
+        first[a] = int(moves[0])
+        bounced = bounced or bool(np.any(moves != moves[0]))
+    return first[0], first[1], bounced
+
   def clip(self, i: int) -> np.ndarray:
     """float32 (F, S, S, C) in [-1, 1]."""
     s, p = self.spec, self.params(i)

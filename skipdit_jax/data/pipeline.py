@@ -27,7 +27,8 @@ class LazyRows:
 
 class BatchIterator:
   """Endless iterator of {"image": (B, H, W, C) or clips (B, F, H, W, C) float32,
-  "label": (B,) int32}; `images` may be an ndarray or a `LazyRows` column.
+  "label": (B,) int32, "index": (B,) int64 the dataset rows}; `images` may be an ndarray
+  or a `LazyRows` column. (Rows let per-example columns ride along, e.g. captions.)
 
   `batch_size` is the global batch; with `process_count > 1` each process gets
   rows `[i * B / P, (i + 1) * B / P)` of every global batch. `position` counts
@@ -114,7 +115,8 @@ class BatchIterator:
       flip = flip[lo:lo + local]
       flip = flip.reshape((-1,) + (1,) * (image.ndim - 1))
       image = np.where(flip, image[..., ::-1, :], image)  # the W axis of images and clips
-    return {"image": image, "label": self._labels[take].astype(np.int32, copy=False)}
+    return {"image": image, "label": self._labels[take].astype(np.int32, copy=False),
+            "index": take.astype(np.int64)}
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self

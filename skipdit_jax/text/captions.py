@@ -203,3 +203,28 @@ def direction_from_caption(caption: str) -> str | None:
 
 def bounced_from_caption(caption: str) -> bool:
   return any(w.startswith("bounc") for w in words(caption))
+
+
+def direction_name(dy: int, dx: int) -> str:
+  """The DIRECTIONS name of a move by signs (dy, dx) (+1 = down / right): (1, -1) ->
+  'down_left', (0, 1) -> 'right'."""
+  v = {-1: "up", 0: "", 1: "down"}.get(int(np.sign(dy)))
+  h = {-1: "left", 0: "", 1: "right"}.get(int(np.sign(dx)))
+  if not v and not h:
+    raise ValueError("a clip that does not move has no direction to caption")
+  return f"{v}_{h}" if v and h else v or h
+
+
+def clip_variants(direction: str, split: str = "train") -> int:
+  """How many distinct phrasings `clip_caption(..., variant=v)` has for a direction."""
+  return len(_CLIP_TEMPLATES[split]) * len(_direction_phrases(direction))
+
+
+def all_clip_captions(split: str = "train", directions: Sequence[str] = DIRECTIONS
+                      ) -> list[tuple[str, int, str, bool]]:
+  """Every (caption, digit, direction, bounced) of a split, in a fixed order: the closed
+  set of clip captions to encode once."""
+  _check_split(split)
+  return [(clip_caption(d, r, b, split=split, variant=v), d, r, b)
+          for d in range(10) for r in directions for b in (False, True)
+          for v in range(clip_variants(r, split))]

@@ -91,7 +91,7 @@ class _Prefetcher:
     try:
       while not self._stop.is_set():
         b = next(it)
-        item = self._put(b["image"], b["label"])
+        item = self._put(b["image"], b.get("y", b["label"]))  # y: a caption condition
         while not self._stop.is_set():
           try:
             self._queue.put(item, timeout=0.1)
@@ -161,6 +161,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   it = data.BatchIterator(images, labels, tc.batch_size, config.seed,
                           random_flip=config.data.random_flip, start_position=position,
                           process_index=index, process_count=count)
+  if config.data.get("captions", {}).get("enabled", False):  # text models: y = captions
+    from skipdit_jax.text import caption_batches
+    it = caption_batches.attach(it, config.data, model.cond, labels, images, workdir,
+                                log=logging.info)
 
   def raw_step(s, x, y):
     return train_step(s, x, y, model=model, diffusion=diffusion, tx=tx, schedule=schedule,

@@ -43,7 +43,8 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, *,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                ema_decay: float, ema_warmup: bool = False
                ) -> tuple[TrainState, Metrics]:
-  """One update. images (N, H, W, C) in [-1, 1]; labels (N,) int.
+  """One update. images (N, H, W, C) in [-1, 1]; labels (N,) int, or for a text model
+  the caption dict (text_cond.caption_condition; the model drops captions to its null).
 
   Returns the new state and scalar metrics (loss, mse, vb, grad_norm, lr) as device
   arrays; nothing here waits on the host.
