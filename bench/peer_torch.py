@@ -287,7 +287,7 @@ class PeerStep:
     self.opt.step()
     with torch.no_grad():
       torch._foreach_lerp_(self.ema, self.params, 1.0 - self.ema_decay)
-    return float(loss)
+    return float(loss.detach())
 
 
 def build(size: str, long_skip: bool, *, input_size: int = 32, channels: int = 4,
