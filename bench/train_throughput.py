@@ -11,12 +11,21 @@ Timed runs alternate between the models so that a load spike hits both alike. En
   {"matmul_gflops": ..., "dit": {"img_per_s", "gflops", "flops_fraction", ...},
    "skipdit": {...}}
 
-  python bench/train_throughput.py [--size S/4] [--batch 8] [--repeats 7]
+`--peer` also times our own PyTorch step (bench/peer_torch.py: the same model from the
+same initial weights, the same hybrid loss, clipping, AdamW and EMA; eager float32) in
+this process, interleaved with ours (JAX dit, torch dit, JAX skipdit, torch skipdit, per
+repeat) on as many torch threads as JAX's CPU client has cores, and adds
+  "torch": {"dit": {"img_per_s", "step_ms"}, ...}, "vs_torch": {"dit": r, "skipdit": r}
+r = our images/s over torch's: the median over repeats of the two steps timed
+back to back (a load spike then hits a pair alike). Needs torch (`pip install -e '.[peer]'`).
+
+  python bench/train_throughput.py [--size S/4] [--batch 8] [--repeats 7] [--peer]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -93,6 +102,31 @@ class StepBench:
       self.cpu_times.append(cpu_seconds() - c0)
 
 
+class TorchPeer:
+  """The PyTorch peer of one StepBench: same model and initial weights, NCHW inputs."""
+
+  def __init__(self, bench: StepBench):
+    import peer_torch  # noqa: PLC0415 -- bench/ is on sys.path; torch is optional
+    from skipdit_jax.models import convert  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    m = bench.model
+    model = peer_torch.PeerDiT(input_size=m.input_size, patch=m.patch_size,
+                               channels=m.in_channels, dim=m.hidden_size, depth=m.depth,
+                               heads=m.num_heads, num_classes=m.num_classes,
+                               learn_sigma=m.learn_sigma, long_skip=m.long_skip)
+    peer_torch.load_official(model, convert.to_official(bench.state.params, m))
+    self.step = peer_torch.PeerStep(model, num_classes=m.num_classes)
+    self.x = torch.from_numpy(np.asarray(bench.x).transpose(0, 3, 1, 2).copy())
+    self.y = torch.from_numpy(np.asarray(bench.y).astype(np.int64))
+    self.times: list[float] = []
+
+  def run(self, timed: bool) -> None:
+    t0 = time.perf_counter()
+    self.step.step(self.x, self.y)
+    if timed:
+      self.times.append(time.perf_counter() - t0)
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--size", default="S/4", help="registry size/patch, e.g. S/4, B/2")
@@ -103,17 +137,29 @@ def main() -> None:
   ap.add_argument("--warmup", type=int, default=2)
   ap.add_argument("--repeats", type=int, default=7)
   ap.add_argument("--matmul_n", type=int, default=2048)
+  ap.add_argument("--peer", action="store_true",
+                  help="also time our PyTorch step (bench/peer_torch.py) side by side")
+  ap.add_argument("--torch_threads", type=int, default=0,
+                  help="torch intra-op threads for --peer (default: the cores JAX uses)")
   args = ap.parse_args()
+  if args.peer:
+    try:
+      import torch  # noqa: PLC0415
+    except ImportError as e:
+      raise SystemExit(f"--peer needs torch ({e}): pip install -e '.[peer]'") from e
+    torch.set_num_threads(args.torch_threads or len(os.sched_getaffinity(0)))
 
   mm_before = matmul_gflops(args.matmul_n, 5)
   benches = {"dit": StepBench(f"DiT-{args.size}", args),
              "skipdit": StepBench(f"SkipDiT-{args.size}", args)}
-  for b in benches.values():
+  peers = {k: TorchPeer(b) for k, b in benches.items()} if args.peer else {}
+  runners = [r for k in benches for r in (benches[k], peers.get(k)) if r is not None]
+  for r in runners:
     for _ in range(args.warmup):
-      b.run(timed=False)
+      r.run(timed=False)
   for _ in range(args.repeats):
-    for b in benches.values():
-      b.run(timed=True)
+    for r in runners:
+      r.run(timed=True)
   mm_after = matmul_gflops(args.matmul_n, 5)
   mm = max(mm_before[0], mm_after[0])
   mm_cpu = max(mm_before[1], mm_after[1])
@@ -136,6 +182,17 @@ def main() -> None:
           f"{args.batch / t:6.2f} img/s  {gflops or 0:6.1f} GFLOP/s "
           f"({(gflops or 0) / mm:.0%} of the {mm:.0f} GFLOP/s matmul; per CPU-second "
           f"{result[key]['cpu_flops_fraction'] or 0:.0%})", flush=True)
+  if peers:
+    import torch  # noqa: PLC0415
+    result["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads()}
+    result["vs_torch"] = {}
+    for key, p in peers.items():
+      t = float(np.median(p.times))
+      result["torch"][key] = {"img_per_s": args.batch / t, "step_ms": t * 1e3}
+      ratio = float(np.median(np.asarray(p.times) / np.asarray(benches[key].times)))
+      result["vs_torch"][key] = ratio
+      print(f"{key:8s} torch: {t * 1e3:7.1f} ms/step  {args.batch / t:6.2f} img/s  "
+            f"ours/torch images/s {ratio:.2f}x", flush=True)
   print(json.dumps(result), flush=True)
 
 

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from skipdit_jax.models import attention as attn
-from skipdit_jax.models.layers import (HEADS, MLP_HIDDEN, TOKENS, constrain, dense, layer_norm,
+from skipdit_jax.models.layers import (HEADS, MLP_HIDDEN, TOKENS, apply_2d, constrain, dense,
+                                       layer_norm, materialize_grad,
                                        modulate, per_sample, torch_default_bias,
                                        torch_default_uniform, zeros, Dtype)
 
@@ -28,12 +29,12 @@ class Attention(nn.Module):
     *lead, t, d = x.shape
     hd = d // self.num_heads
     attn.check_available(self.attention, jnp.dtype(self.dtype).name, hd)
-    qkv = dense(3 * d, ("embed", "heads"), dtype=self.dtype, name="qkv")(x)
+    qkv = apply_2d(dense(3 * d, ("embed", "heads"), dtype=self.dtype, name="qkv"), x)
     q, k, v = jnp.split(qkv.reshape(-1, t, 3, self.num_heads, hd), 3, axis=2)
     q, k, v = (constrain(a[:, :, 0], HEADS) for a in (q, k, v))  # (B, T, H, hd)
     out = constrain(attn.dot_product_attention(q, k, v, self.attention), HEADS)
     out = out.reshape(*lead, t, d)
-    return dense(d, ("heads", "embed"), dtype=self.dtype, name="proj")(out)
+    return apply_2d(dense(d, ("heads", "embed"), dtype=self.dtype, name="proj"), out)
 
 
 class Mlp(nn.Module):
@@ -44,10 +45,10 @@ class Mlp(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = dense(int(self.hidden_size * self.mlp_ratio), ("embed", "mlp"), dtype=self.dtype,
-              name="fc1")(x)
+    h = apply_2d(dense(int(self.hidden_size * self.mlp_ratio), ("embed", "mlp"),
+                       dtype=self.dtype, name="fc1"), x)
     h = nn.gelu(constrain(h, MLP_HIDDEN), approximate=True)
-    return dense(self.hidden_size, ("mlp", "embed"), dtype=self.dtype, name="fc2")(h)
+    return apply_2d(dense(self.hidden_size, ("mlp", "embed"), dtype=self.dtype, name="fc2"), h)
 
 
 class DiTBlock(nn.Module):
@@ -80,8 +81,8 @@ class DiTBlock(nn.Module):
 
   def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
     s_msa, sc_msa, g_msa, s_mlp, sc_mlp, g_mlp = self.modulation(c)
-    x = constrain(x, TOKENS)
-    x = x + per_sample(g_msa, x) * self.attn_branch(x, s_msa, sc_msa)
+    x = materialize_grad(constrain(x, TOKENS))
+    x = materialize_grad(x + per_sample(g_msa, x) * self.attn_branch(x, s_msa, sc_msa))
     return constrain(x + per_sample(g_mlp, x) * self.mlp_branch(x, s_mlp, sc_mlp), TOKENS)
 
 

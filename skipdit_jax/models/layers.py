@@ -44,6 +44,38 @@ def dense(features: int, axes: tuple[str | None, str | None], *, dtype: Dtype,
       name=name)
 
 
+@jax.custom_jvp
+def materialize_grad(x: jax.Array) -> jax.Array:
+  """The identity, whose backward pass makes XLA compute the incoming gradient into a buffer.
+
+  Along the residual stream, one block's input gradient is an elementwise function of the
+  next block's (the dots and row reductions feed in as finished buffers), and XLA:CPU fuses
+  that elementwise chain into every consumer, recomputing the gradient of all later blocks
+  in each: for DiT-S/4, fusions of ~900 ops and a backward 6-9x the forward
+  (bench/step_profile.py). `lax.optimization_barrier` does not stop it (XLA:CPU expands
+  barriers before fusion). Here the tangent is broadcast to (2, ...) and its first entry
+  taken, so the transposed (backward) program sums the cotangent with a zero pad: a
+  reduction, which XLA does not duplicate into consumers. Values are unchanged (g + 0).
+  """
+  return x
+
+
+@materialize_grad.defjvp
+def _materialize_grad_jvp(primals, tangents):
+  t = tangents[0]
+  return primals[0], jnp.broadcast_to(t, (2,) + t.shape)[0]
+
+
+def apply_2d(layer: nn.Module, x: jax.Array) -> jax.Array:
+  """`layer` (a Dense) on x (..., D_in) as one (M, D_in) @ (D_in, D_out) matmul, reshaped
+  back to (..., D_out). The same products as applying it to x directly; the weight
+  gradient is then a plain 2-D matmul over M = prod(leading dims) rows, which XLA:CPU
+  runs as one GEMM instead of a contraction over two dimensions behind transposed copies.
+  """
+  lead = x.shape[:-1]
+  return layer(x.reshape(-1, x.shape[-1])).reshape(*lead, -1)
+
+
 # Logical names of activation dimensions (parallel/rules.py maps them per preset). Outside
 # `parallel.activation_rules` (no rules or no mesh) `constrain` is the identity.
 TOKENS = ("activation_batch", "activation_length", "activation_embed")      # (N, T, D)
