@@ -20,6 +20,9 @@ def _load(path):
   spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3],
                                                 os.path.join(ROOT, path))
   mod = importlib.util.module_from_spec(spec)
+  # Registered before it runs: a dataclass with string annotations (bench/study.py's
+  # `Scoring`) looks its module up in sys.modules while the class is built.
+  sys.modules[spec.name] = mod
   spec.loader.exec_module(mod)
   return mod
 
