@@ -7,6 +7,12 @@ Prints one line per N and ends with a JSON line:
   {"speedups": [{"N": 2, "k": 1, "measured": ..., "ideal": ...}, ...], ...}
 
   python bench/sampler_speed.py [--fused] [--repeats 3] [--model SkipDiT-S/4]
+  python bench/sampler_speed.py --config configs/digits_skipdit.py --execution both
+
+`--config` takes the model, batch (`sample.batch_size`), steps, CFG scale, x0 clipping,
+policy, k and interval from an experiment config (the demo's sampling exactly, on random
+weights: the cost does not depend on them); `--execution both` times the step loop and
+the fused loops side by side in one process (`fused_vs_loop` in the JSON).
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import jax
@@ -49,10 +56,32 @@ def main() -> None:
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--fused", action="store_true", help="time Sampler.sample_fused")
   ap.add_argument("--dtype", default="float32")
+  ap.add_argument("--config", default=None,
+                  help="an experiment config (configs/*.py[:arg]): its model and sampling")
+  ap.add_argument("--execution", default=None, choices=("loop", "fused", "both"),
+                  help="the step loop, the fused loops, or both side by side "
+                       "(default: fused with --fused, else loop)")
   args = ap.parse_args()
+  executions = {"both": ("loop", "fused"), None: ("fused",) if args.fused else ("loop",)}.get(
+      args.execution, (args.execution,))
 
-  model = models.create(args.model, input_size=32, in_channels=4, num_classes=1000,
-                        dtype=args.dtype)
+  cfg_scale, clip = 1.0, False
+  if args.config:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from study import load_config  # pylint: disable=import-outside-toplevel
+    from skipdit_jax.train import build_model  # pylint: disable=import-outside-toplevel
+    config = load_config(args.config, {})
+    model = build_model(config)
+    s = config.sample
+    args.model, args.batch, args.steps = config.model.name, s.batch_size, s.num_steps
+    cfg_scale, clip = float(s.cfg_scale), bool(s.get("clip_denoised", False))
+    if s.cache.policy != "none":
+      args.policy, args.k = s.cache.policy, s.cache.k
+    num_classes = max(int(config.data.num_classes), 1)
+  else:
+    model = models.create(args.model, input_size=32, in_channels=4, num_classes=1000,
+                          dtype=args.dtype)
+    num_classes = 1000
   params = jax.jit(lambda k: models.init_params(model, k))(jax.random.key(0))
   # A fresh model is zero at the output; perturb so the numbers flow as in a trained one
   # (the cost does not depend on it, the cache/no-cache agreement printed below does).
@@ -62,9 +91,10 @@ def main() -> None:
       tree, [l + 0.02 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
   base = D.Diffusion.create(D.betas_for("linear", 1000))
   spaced = D.respace(base, args.steps)
-  solver = sampling.SolverConfig(sampler="ddim", eta=0.0, cfg_scale=1.0)
-  x = jax.random.normal(jax.random.key(2), (args.batch, 32, 32, 4))
-  y = jnp.arange(args.batch, dtype=jnp.int32) % 1000
+  solver = sampling.SolverConfig(sampler="ddim", eta=0.0, cfg_scale=cfg_scale,
+                                 clip_denoised=clip)
+  x = jax.random.normal(jax.random.key(2), (args.batch, *model.sample_shape))
+  y = jnp.arange(args.batch, dtype=jnp.int32) % num_classes
   rng = jax.random.key(3)
 
   intervals = [int(n) for n in args.intervals.split(",")]
@@ -73,18 +103,28 @@ def main() -> None:
     configs[n] = sampling.make_plan(model, spaced, args.policy, interval=n, k=args.k)
   runners, outputs = {}, {}
   t_compile = time.perf_counter()
-  for name, plan in configs.items():
-    s = sampling.get_sampler(model, spaced, plan, solver)
-    runners[name] = s.sample_fused if args.fused else s.sample
-    outputs[name] = np.asarray(runners[name](params, x, y, rng))  # compile + warm up
+  for ex in executions:
+    for name, plan in configs.items():
+      s = sampling.get_sampler(model, spaced, plan, solver)
+      runners[ex, name] = s.sample_fused if ex == "fused" else s.sample
+      outputs[ex, name] = np.asarray(runners[ex, name](params, x, y, rng))  # compile
   t_compile = time.perf_counter() - t_compile
 
-  best = {name: float("inf") for name in configs}
-  best_cpu = dict(best)
+  # Interleaved (every execution and plan once per repeat), the fastest of the repeats.
+  best_all = {key: float("inf") for key in runners}
+  best_cpu_all = dict(best_all)
   for _ in range(args.repeats):
-    for name, run in runners.items():
+    for key, run in runners.items():
       wall, cpu = _timed_cpu(run, params, x, y, rng)
-      best[name], best_cpu[name] = min(best[name], wall), min(best_cpu[name], cpu)
+      best_all[key], best_cpu_all[key] = min(best_all[key], wall), min(best_cpu_all[key], cpu)
+  by_execution = {ex: {"full_s": round(best_all[ex, "full"], 4), "speedups": {
+      str(n): round(best_all[ex, "full"] / best_all[ex, n], 4) for n in intervals}}
+                  for ex in executions}
+  # The per-N figures below are for the faster execution of the uncached sampler.
+  ex0 = min(executions, key=lambda ex: best_all[ex, "full"])
+  best = {name: best_all[ex0, name] for name in configs}
+  best_cpu = {name: best_cpu_all[ex0, name] for name in configs}
+  outputs = {name: outputs[ex0, name] for name in configs}
 
   # One full and one cached step alone (the plain loop's programs), for the overhead.
   s = sampling.get_sampler(model, spaced, configs[intervals[0]], solver)
@@ -103,7 +143,7 @@ def main() -> None:
   cached_flops = flops(step, params, x, i, y, rng, cache, s.aux)
 
   print(f"{args.model} batch {args.batch}, {args.steps} DDIM steps, policy {args.policy}, "
-        f"k={args.k}, {'fused fori_loop' if args.fused else 'step loop'}, "
+        f"k={args.k}, cfg {cfg_scale}, {'fused fori_loop' if ex0 == 'fused' else 'step loop'}, "
         f"{jax.devices()[0].device_kind}; load avg {os.getloadavg()[0]:.2f}")
   print(f"full sampler {best['full']:.3f} s ({best['full'] / args.steps * 1e3:.1f} ms/step);"
         f" one full step {full_ms:.1f} ms, one cached step {cached_ms:.1f} ms")
@@ -137,7 +177,8 @@ def main() -> None:
           f"by process CPU time "
           f"{best_cpu['full'] / best_cpu[n]:.2f}x)")
   result = {"bench": "sampler_speed", "model": args.model, "batch": args.batch,
-            "steps": args.steps, "policy": args.policy, "fused": args.fused,
+            "steps": args.steps, "policy": args.policy, "fused": ex0 == "fused",
+            "cfg_scale": cfg_scale, "config": args.config, "by_execution": by_execution,
             "device": jax.devices()[0].device_kind, "platform": platform.node(),
             "load_avg_1m": round(os.getloadavg()[0], 2), "compile_s": round(t_compile, 1),
             "full_s": round(best["full"], 4), "full_cpu_s": round(best_cpu["full"], 4), "full_step_ms": round(full_ms, 2),
