@@ -16,11 +16,15 @@ from configs import digits_skipdit
 from skipdit_jax.sampling.cache_plan import official_t2v
 
 
-def get_config() -> ml_collections.ConfigDict:
-  c = digits_skipdit.get_config()
+def with_captions(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A class demo made a caption demo: pooled MiniLM captions, the T2V cache schedule."""
   c.model.cond, c.model.caption_channels = "text_pooled", 384
   c.data.captions.enabled = True
   c.train.ema_warmup = True  # a short run's EMA is not dominated by the init
   c.sample.grid_per_class = 0  # no periodic class grids for a text model
   c.sample.cache.update(official_t2v("N2-700-50"))
   return c
+
+
+def get_config() -> ml_collections.ConfigDict:
+  return with_captions(digits_skipdit.get_config())

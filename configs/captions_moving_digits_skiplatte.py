@@ -12,15 +12,8 @@ clip CNN fitted on real clips) are the ones the caption names.
 """
 import ml_collections
 
-from configs import moving_digits_skiplatte
-from skipdit_jax.sampling.cache_plan import official_t2v
+from configs import captions_digits_dit, moving_digits_skiplatte
 
 
 def get_config() -> ml_collections.ConfigDict:
-  c = moving_digits_skiplatte.get_config()
-  c.model.cond, c.model.caption_channels = "text_pooled", 384
-  c.data.captions.enabled = True
-  c.train.ema_warmup = True  # a short run's EMA is not dominated by the init
-  c.sample.grid_per_class = 0  # no periodic class grids for a text model
-  c.sample.cache.update(official_t2v("N2-700-50"))
-  return c
+  return captions_digits_dit.with_captions(moving_digits_skiplatte.get_config())
