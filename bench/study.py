@@ -115,7 +115,7 @@ class Scorer:
     if self.video:
       images, labels, _ = data.load_source(config.data.name, data=config.data)
       num_train = config.eval.classifier_train
-      clips = clip_scores.real_clips(images, num_train + max(num_train // 4, 50))
+      clips = clip_scores.real_clips(images, clip_scores.reader_rows(num_train))
       self.video_label = config.data.get("video", {}).get("label", "digit")
       classes = clip_scores.frame_classes(np.asarray(labels[:len(clips)]), self.video_label)
       spec = clip_scores.READER_SPEC

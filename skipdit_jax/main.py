@@ -116,10 +116,10 @@ def _direction_reader(config, out: dict[str, Any]):
   """For caption clips: the direction CNN fitted on real clips (its held-out accuracy into
   `out`)."""
   from skipdit_jax import data
-  from skipdit_jax.eval import caption_scores
+  from skipdit_jax.eval import caption_scores, clip_scores
   clips, _, _ = data.load_source(config.data.name, data=config.data)
   num_train = config.eval.classifier_train
-  x, ids = caption_scores.real_motion(clips, num_train + max(num_train // 4, 50))
+  x, ids = caption_scores.real_motion(clips, clip_scores.reader_rows(num_train))
   reader = caption_scores.fit_direction_reader(x, ids, num_train=num_train, seed=config.seed)
   out["direction_reader_heldout_accuracy"] = reader.test_accuracy
   return reader
@@ -133,7 +133,7 @@ def _video_references(config, out: dict[str, Any]):
   from skipdit_jax.eval import clip_scores, video_metrics
   images, labels, _ = data.load_source(config.data.name, data=config.data)
   num_train = config.eval.classifier_train
-  clips = clip_scores.real_clips(images, num_train + max(num_train // 4, 50))
+  clips = clip_scores.real_clips(images, clip_scores.reader_rows(num_train))
   video_label = config.data.get("video", {}).get("label", "digit")
   classes = clip_scores.frame_classes(np.asarray(labels[:len(clips)]), video_label)
   reader = clip_scores.fit_frame_reader(clips, classes, num_train=num_train, seed=config.seed)

@@ -24,6 +24,12 @@ def frame_classes(labels: np.ndarray, video_label: str) -> np.ndarray:
   return labels // 4 if video_label == "digit_direction" else labels
 
 
+def reader_rows(num_train: int) -> int:
+  """How many real clips a reader fitted on `num_train` of them draws: those, plus a
+  held-out quarter (at least 50) that scores it."""
+  return num_train + max(num_train // 4, 50)
+
+
 def real_clips(images: Any, num: int) -> np.ndarray:
   """The first `num` clips of a source (an ndarray or a lazy column) as an ndarray."""
   return np.asarray(images[np.arange(min(num, len(images)))], np.float32)
