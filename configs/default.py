@@ -105,6 +105,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.sample.batch_size = 500         # images per sampler call
   c.sample.grid_per_class = 10      # periodic PNG grids while training (0: none)
   c.sample.seed = 0
+  # auto | loop | fused: how the sampler walks its plan (sampling.resolve_execution):
+  # one dispatch per step, or one compiled fori_loop per run of identical segments.
+  c.sample.execution = "auto"
+  # main: after the first (compiling) run of each variant, the fastest of this many runs
+  # gives sample*_steady_s and cache_speedup.
+  c.sample.timing_runs = 2
   # Clip the predicted x0 to the data range [-1, 1] in each step (pixel data). Without it
   # 50-step DDIM on the digits demo sends ~30 % of samples far outside [-1, 1] (max |x| 70).
   # Latent configs turn it off (latents are not bounded), as the official DiT sampler does.
@@ -121,7 +127,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.sample.cache.forecast_order = 2  # skip_cache_forecast: 0, 1 or 2
   c.sample.cache.delta_blocks = 0   # delta_dit: blocks reused; 0 = depth - 2k
   c.sample.cache.delta_switch_t = 500  # delta_dit: rear blocks while t >= this, front after
-  c.sample.cache.fused = False      # True: one compiled fori_loop per run of plan segments
   # (main: after training, the final samples are drawn uncached and, when the policy is
   # not "none", also with this cache.)
 

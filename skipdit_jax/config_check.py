@@ -197,7 +197,8 @@ def _check_sample(config, problems: list[str]) -> None:
   from skipdit_jax import diffusion, models, sampling
   from skipdit_jax.sampling.step_fns import SolverConfig, check_model
   before = len(problems)
-  _positive_ints(config, ("sample.num_steps", "sample.batch_size"), problems)
+  _positive_ints(config, ("sample.num_steps", "sample.batch_size", "sample.timing_runs"),
+                 problems)
   _positive_ints(config, ("sample.num_per_class",), problems, zero_ok=True)  # 0: no samples
   steps, total = _get(config, "sample.num_steps"), _get(config, "diffusion.num_train_steps")
   if _is_int(steps) and _is_int(total) and 0 < total < steps:
@@ -207,6 +208,7 @@ def _check_sample(config, problems: list[str]) -> None:
                   eta=_get(config, "sample.eta", 0.0),
                   cfg_scale=_get(config, "sample.cfg_scale", 1.0),
                   guided_channels=_get(config, "sample.guided_channels", None))
+  _catch(problems, sampling.resolve_execution, _get(config, "sample.execution", "auto"))
   if len(problems) > before:
     return
   try:  # the plan needs a valid model and schedule; their own checks report them

@@ -142,6 +142,22 @@ def test_fused_runs_match_the_step_loop(skipdit):
                              np.asarray(s.sample(params, x, y, rng)), rtol=1e-5, atol=1e-5)
 
 
+def test_generate_walks_the_plan_alike_in_every_execution(skipdit):
+  """`execution` (config: sample.execution) picks how `generate` walks the plan, never
+  what it computes; "auto" takes the fused loops; a bad value is named before compute."""
+  model, params = skipdit
+  _, y, rng = _inputs(model)
+  kw = dict(num_steps=STEPS, cfg_scale=2.0, policy="skip_cache", interval=2)
+  loop = sampling.generate(model, params, BASE, y, rng, execution="loop", **kw)
+  for execution in ("fused", "auto"):
+    np.testing.assert_allclose(sampling.generate(model, params, BASE, y, rng,
+                                                 execution=execution, **kw),
+                               loop, rtol=1e-5, atol=1e-5)
+  assert sampling.resolve_execution("auto") == "fused"
+  with pytest.raises(ValueError, match="sample.execution='scan'"):
+    sampling.generate(model, params, BASE, y, rng, execution="scan", **kw)
+
+
 def test_fidelity_trace_follows_the_cached_trajectory(skipdit):
   from skipdit_jax.sampling.trace import fidelity_trace
   model, params = skipdit

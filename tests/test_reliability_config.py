@@ -64,6 +64,8 @@ CASES = [
     (dict(seed=-1), 1, ["config.seed=-1"]),
     (dict(sample__sampler="euler"), 1, ["sample.sampler='euler'", "'ddim'"]),
     (dict(sample__num_steps=5000), 1, ["sample.num_steps=5000", "at most 1000"]),
+    (dict(sample__execution="fast"), 1, ["sample.execution='fast'", "'fused'"]),
+    (dict(sample__timing_runs=0), 1, ["config.sample.timing_runs=0", ">= 1"]),
     (dict(sample__cfg_scale=-2.0), 1, ["sample.cfg_scale=-2.0", "1.0 disables"]),
     (dict(sample__cfg_scale=4.0, model__class_dropout_prob=0.0), 1,
      ["sample.cfg_scale=4.0", "class_dropout_prob=0"]),

@@ -126,7 +126,7 @@ def test_imagenet_configs_sample_officially_and_reach_generate(name):
   for got in (opts, kw):
     assert got["guided_channels"] == 3 and got["k"] == 4
     assert tuple(got["window"]) == (20, 1000) and got["num_steps"] == 250
-  assert set(opts) - {"fused"} <= set(inspect.signature(sampling.generate).parameters)
+  assert set(opts) <= set(inspect.signature(sampling.generate).parameters)
 
 
 @pytest.mark.parametrize("value,msg", [(0, "must be an int >= 1"), (2, "exceeds"),

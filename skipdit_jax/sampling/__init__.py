@@ -11,10 +11,11 @@ rules themselves are `diffusion.steps`); `sharded` runs them on a device mesh.
 """
 from skipdit_jax.sampling.cache_plan import FULL, CachePlan, describe, official_t2v
 from skipdit_jax.sampling.policies import POLICIES
-from skipdit_jax.sampling.sampler import (Sampler, generate, get_sampler, make_plan,
-                                          options_from_config, respaced_plan)
+from skipdit_jax.sampling.sampler import (EXECUTIONS, Sampler, generate, get_sampler,
+                                          make_plan, options_from_config, resolve_execution,
+                                          respaced_plan)
 from skipdit_jax.sampling.step_fns import SAMPLERS, SolverConfig
 
-__all__ = ["FULL", "POLICIES", "SAMPLERS", "CachePlan", "Sampler", "SolverConfig",
+__all__ = ["EXECUTIONS", "FULL", "POLICIES", "SAMPLERS", "CachePlan", "Sampler", "SolverConfig",
            "describe", "generate", "get_sampler", "make_plan", "official_t2v",
-           "options_from_config", "respaced_plan"]
+           "options_from_config", "resolve_execution", "respaced_plan"]

@@ -215,10 +215,30 @@ def options_from_config(sample: Any) -> dict:
   cache = get(sample, "cache", None)
   if cache is not None:
     for key in ("policy", "interval", "k", "window", "forecast_order", "delta_blocks",
-                "delta_switch_t", "counter", "tail_t", "fused"):
+                "delta_switch_t", "counter", "tail_t"):
       if get(cache, key, None) is not None:
         opts[key] = get(cache, key, None)
+  opts["execution"] = get(sample, "execution", "auto")
   return opts
+
+
+EXECUTIONS = ("auto", "loop", "fused")
+
+
+def resolve_execution(execution: str) -> str:
+  """"loop" (one dispatch per step) or "fused" (one compiled `fori_loop` per run of
+  identical plan segments) for `execution`; "auto" is "fused".
+
+  Measured (bench/sampler_speed.py --execution both, docs/RESULTS.md): the fused loops
+  are never slower and are faster where a step is cheap enough for per-step dispatch,
+  output allocation and the host round trip to show (the digits demo: 50 uncached steps
+  8.05 s in the step loop, 6.90 s fused; Skip-Cache N=2 1.40x vs 1.44x of ideal 1.50x).
+  The step loop stays for hooks that look at each step (`Sampler.walk`)."""
+  if execution not in EXECUTIONS:
+    raise ValueError(f"sample.execution={execution!r} is not one of {EXECUTIONS}: use "
+                     "'loop' (one dispatch per step), 'fused' (compiled fori_loops) or "
+                     "'auto'.")
+  return "fused" if execution == "auto" else execution
 
 
 def make_plan(model: Any, diffusion: D.Diffusion, policy: str = "none", **cache) -> CachePlan:
@@ -264,7 +284,7 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
              clip_denoised: bool = False, policy: str = "none", interval: int = 1,
              k: int = 1, window: Sequence[int] = (0, 1000), forecast_order: int = 2,
              delta_blocks: int = 0, delta_switch_t: int = 500, counter: str = "since_full",
-             tail_t: int = 0, fused: bool = False,
+             tail_t: int = 0, execution: str = "auto",
              noise: Optional[jax.Array] = None) -> np.ndarray:
   """Samples images for `labels` from a DiT / Skip-DiT, optionally with a cache.
 
@@ -281,13 +301,15 @@ def generate(model: Any, params: Any, diffusion: D.Diffusion, labels: Any,
       guided_channels: guide only the first C' eps channels (DiT's sampler uses 3).
     policy, interval, k, window, forecast_order, delta_blocks, delta_switch_t, counter,
       tail_t: the cache plan (see `CachePlan.create`; `config.sample.cache.*`). Default: no cache.
-    fused: run the plan as a few compiled `fori_loop`s over its repeating segments
-      (`Sampler.sample_fused`) instead of one dispatch per step.
+    execution: "fused" runs the plan as a few compiled `fori_loop`s over its repeating
+      segments (`Sampler.sample_fused`), "loop" dispatches one compiled step per step
+      (`Sampler.sample`); "auto" picks (`resolve_execution`).
     noise: optional (N, *model.sample_shape) x_T (images (N, H, W, C), Latte videos
       (N, F, H, W, C)) to use instead of drawing it from `rng`.
   Returns:
     (N, *model.sample_shape) float32 numpy samples in the data scale (≈ [-1, 1]; not clipped).
   """
+  fused = resolve_execution(execution) == "fused"  # bad values refused before compute
   solver = SolverConfig(sampler=sampler, eta=float(eta), cfg_scale=float(cfg_scale),
                         guided_channels=guided_channels, clip_denoised=clip_denoised)
   spaced, plan = respaced_plan(model, diffusion, num_steps, policy=policy,

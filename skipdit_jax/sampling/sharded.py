@@ -174,7 +174,7 @@ def generate(mesh: Mesh, params_sh: Any, model: Any, params: Any, diffusion: Any
 
   The batch is padded with zero noise / class 0 up to a multiple of mesh.data x
   mesh.fsdp (rows are independent; the padding is dropped). `cache` takes the plan's
-  keywords (`policy`, `interval`, `k`, ...); `fused` is ignored (host loop). Returns
+  keywords (`policy`, `interval`, `k`, ...); `execution` is ignored (a host loop). Returns
   (N, H, W, C) numpy on every process.
   """
   solver = SolverConfig(sampler=sampler, eta=float(eta), cfg_scale=float(cfg_scale),
