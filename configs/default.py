@@ -65,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "linear"   # linear | cosine
   c.diffusion.num_train_steps = 1000
+  c.diffusion.snr_shift = 1.0       # >1 divides every timestep's SNR (diffusion.shift_snr)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 256          # global batch
@@ -108,9 +109,9 @@ def get_config() -> ml_collections.ConfigDict:
   # auto | loop | fused: how the sampler walks its plan (sampling.resolve_execution):
   # one dispatch per step, or one compiled fori_loop per run of identical segments.
   c.sample.execution = "auto"
-  # main: after the first (compiling) run of each variant, the fastest of this many runs
-  # gives sample*_steady_s and cache_speedup.
-  c.sample.timing_runs = 2
+  # main: after the first (compiling) run of each variant, the variants take turns this
+  # many times; each one's fastest run gives sample*_steady_s and cache_speedup.
+  c.sample.timing_runs = 3
   # Clip the predicted x0 to the data range [-1, 1] in each step (pixel data). Without it
   # 50-step DDIM on the digits demo sends ~30 % of samples far outside [-1, 1] (max |x| 70).
   # Latent configs turn it off (latents are not bounded), as the official DiT sampler does.

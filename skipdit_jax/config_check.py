@@ -17,7 +17,8 @@ from typing import Any, Callable
 import ml_collections
 
 from skipdit_jax.errors import ConfigError
-from skipdit_jax.train.build import check_workdir, get_field as _get, model_fields
+from skipdit_jax.train.build import (build_diffusion, check_workdir, get_field as _get,
+                                     model_fields)
 
 
 def _is_int(v: Any) -> bool:
@@ -98,7 +99,7 @@ def _check_data(config, problems: list[str]) -> None:
 def _check_diffusion(config, problems: list[str]) -> None:
   from skipdit_jax import diffusion
   _catch(problems, diffusion.betas_for, _get(config, "diffusion.schedule"),
-         _get(config, "diffusion.num_train_steps"))
+         _get(config, "diffusion.num_train_steps"), _get(config, "diffusion.snr_shift", 1.0))
 
 
 def _check_train(config, problems: list[str]) -> None:
@@ -213,8 +214,7 @@ def _check_sample(config, problems: list[str]) -> None:
     return
   try:  # the plan needs a valid model and schedule; their own checks report them
     model = models.create(config.model.name, **model_fields(config))
-    train_diffusion = diffusion.Diffusion.create(
-        diffusion.betas_for(config.diffusion.schedule, total))
+    train_diffusion = build_diffusion(config)
   except (ValueError, TypeError, ZeroDivisionError):
     return
   _catch(problems, check_model, model, solver)

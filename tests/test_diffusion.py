@@ -70,6 +70,25 @@ def test_bad_schedule_name_errors(name):
   assert "linear" in str(e.value) and "cosine" in str(e.value)
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_snr_shift_divides_every_timesteps_snr(schedule):
+  """SNR = a / (1 - a) from the tables, against the unshifted schedule in float64."""
+  base = np.cumprod(1.0 - D.betas_for(schedule, 1000))
+  for shift in (2.0, 8.0):
+    a = D.Diffusion.create(D.betas_for(schedule, 1000, snr_shift=shift)).alphas_cumprod
+    # the cap at 0.999 (cosine's last steps) is the one place the ratio may differ
+    ok = slice(None, -3) if schedule == "cosine" else slice(None)
+    np.testing.assert_allclose((a / (1 - a))[ok], (base / (1 - base))[ok] / shift, rtol=1e-9)
+  np.testing.assert_array_equal(D.betas_for(schedule, 1000, snr_shift=1.0),
+                                D.betas_for(schedule, 1000))
+
+
+@pytest.mark.parametrize("shift", [0.5, float("nan"), True, "8"])
+def test_bad_snr_shift_names_the_field(shift):
+  with pytest.raises(ValueError, match="diffusion.snr_shift"):
+    D.betas_for("linear", 1000, snr_shift=shift)
+
+
 def test_bad_num_steps_and_betas_error():
   with pytest.raises(ValueError, match="num_train_steps"):
     D.betas_for("linear", 0)

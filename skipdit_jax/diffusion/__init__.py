@@ -12,7 +12,7 @@ from skipdit_jax.diffusion.losses import sample_t, training_losses, vb_terms_bpd
 from skipdit_jax.diffusion.process import (model_timesteps, p_mean_variance,
                                            predict_xstart_from_eps, q_posterior_mean_variance,
                                            q_sample, split_model_out)
-from skipdit_jax.diffusion.schedule import (SCHEDULES, Diffusion, betas_for, respace,
+from skipdit_jax.diffusion.schedule import (SCHEDULES, Diffusion, betas_for, respace, shift_snr,
                                             space_timesteps)
 from skipdit_jax.diffusion.steps import cfg_combine, ddim_step, ddpm_step
 
@@ -21,5 +21,5 @@ __all__ = [
     "ddim_step", "ddpm_step", "discretized_gaussian_log_likelihood",
     "model_timesteps", "normal_kl", "p_mean_variance", "predict_xstart_from_eps",
     "q_posterior_mean_variance", "q_sample", "respace", "sample_t", "space_timesteps",
-    "split_model_out", "training_losses", "vb_terms_bpd",
+    "shift_snr", "split_model_out", "training_losses", "vb_terms_bpd",
 ]

@@ -53,8 +53,10 @@ def build_model(config: ml_collections.ConfigDict) -> models.DiT | models.Latte:
 
 
 def build_diffusion(config: ml_collections.ConfigDict) -> dfn.Diffusion:
+  """The training diffusion of `config.diffusion` (schedule, steps, SNR shift)."""
   return dfn.Diffusion.create(dfn.betas_for(config.diffusion.schedule,
-                                            config.diffusion.num_train_steps))
+                                            config.diffusion.num_train_steps,
+                                            get_field(config, "diffusion.snr_shift", 1.0)))
 
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> bool:
