@@ -210,7 +210,7 @@ def test_depth_study_smoke_writes_pieces_verdicts_and_plots(tmp_path):
   m = s["measures"][str(mod.SMOKE_DEPTHS[0])]
   assert m["skipdit/final_FD-digits"]["n"] == len(mod.SMOKE_SEEDS)
   assert math.isfinite(m["dit/deep_cache/N2/psnr"]["mean"])
-  assert m["skipdit/skip_cache/N3/ideal"]["mean"] > 1
+  assert m["skipdit/skip_cache/N2/ideal"]["mean"] > 1  # the smoke samples N = 2 only
   assert s["total_wall_s"] >= s["pieces_wall_s"] > 0 and s["setup_s"] > 0
   for png in s["plots"]:
     assert os.path.exists(png), png
