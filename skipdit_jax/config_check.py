@@ -195,7 +195,7 @@ def _check_sample(config, problems: list[str]) -> None:
   """The sampler's own checks: solver options, CFG vs. label dropout, the cache plan."""
   if _get(config, "sample") is None:
     return
-  from skipdit_jax import diffusion, models, sampling
+  from skipdit_jax import models, sampling
   from skipdit_jax.sampling.step_fns import SolverConfig, check_model
   before = len(problems)
   _positive_ints(config, ("sample.num_steps", "sample.batch_size", "sample.timing_runs"),

@@ -38,18 +38,16 @@ def betas_for(schedule: str, num_steps: int, snr_shift: float = 1.0) -> np.ndarr
   if isinstance(snr_shift, bool) or not isinstance(snr_shift, (int, float)) \
       or not math.isfinite(snr_shift) or snr_shift < 1:
     raise ValueError(f"diffusion.snr_shift={snr_shift!r} must be a number >= 1 (1: the "
-                     "schedule as it is; e.g. the frame count for clips).")
+                     "schedule as it is).")
   if schedule == "linear":
     scale = 1000.0 / num_steps
     betas = np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64)
-    return betas if snr_shift == 1 else shift_snr(betas, snr_shift)
+  else:
+    def alpha_bar(s: float) -> float:
+      return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
 
-  def alpha_bar(s: float) -> float:
-    return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
-
-  betas = [min(1.0 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps),
-               0.999) for i in range(num_steps)]
-  betas = np.asarray(betas, dtype=np.float64)
+    betas = np.asarray([min(1.0 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps),
+                            0.999) for i in range(num_steps)], dtype=np.float64)
   return betas if snr_shift == 1 else shift_snr(betas, snr_shift)
 
 
