@@ -14,12 +14,12 @@ none. Prints one line per t and ends with one JSON object.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -29,20 +29,21 @@ from skipdit_jax import data  # noqa: E402
 from skipdit_jax import diffusion as D  # noqa: E402
 from skipdit_jax.train import build_diffusion, restore_ema  # noqa: E402
 
+import study  # noqa: E402  (bench/study.py: load_config)
+
 TIMESTEPS = (100, 300, 500, 700, 850, 950)
 
 
-def _config(path: str, overrides: list[str]):
-  config = importlib.import_module(path.removesuffix(".py").replace("/", ".")).get_config()
-  for item in overrides:
+def _overrides(items: list[str]) -> dict:
+  """["a.b=8", "c=true", "d=name"] -> {"a.b": 8, "c": True, "d": "name"} (JSON, else text)."""
+  out = {}
+  for item in items:
     key, value = item.split("=", 1)
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    old = node[leaf]
-    node[leaf] = value if isinstance(old, str) else type(old)(json.loads(value))
-  return config
+    try:
+      out[key] = json.loads(value)
+    except json.JSONDecodeError:
+      out[key] = value
+  return out
 
 
 def main() -> None:
@@ -52,7 +53,7 @@ def main() -> None:
   ap.add_argument("--set", action="append", default=[], help="config override key=value")
   ap.add_argument("--rows", type=int, default=256)
   args = ap.parse_args()
-  config = _config(args.config, args.set)
+  config = study.load_config(args.config, _overrides(args.set))
   model, params, step = restore_ema(config, args.workdir)
   images, labels, num_classes = data.load_source(config.data.name, data=config.data)
   rows = np.arange(len(labels) - args.rows, len(labels))

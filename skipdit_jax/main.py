@@ -44,15 +44,9 @@ def _check_extra_fields(config) -> None:
 
 
 def _sample_kwargs(config, cached: bool) -> dict[str, Any]:
-  s = config.sample
-  kw = dict(sampler=s.sampler, num_steps=s.num_steps, eta=s.eta, cfg_scale=s.cfg_scale,
-            guided_channels=s.get("guided_channels"),
-            clip_denoised=s.get("clip_denoised", False),
-            execution=s.get("execution", "auto"))  # both variants walk the plan alike
-  if cached and s.get("cache") is not None:
-    kw.update({k: (tuple(v) if isinstance(v, (list, tuple)) else v)
-               for k, v in s.cache.to_dict().items()})
-  return kw
+  """`generate` kwargs of the uncached or the cached variant (the same execution)."""
+  from skipdit_jax import sampling
+  return sampling.options_from_config(config.sample, with_cache=cached)
 
 
 def _generate(model, params, diffusion, labels, seed: int, batch: int, **kw):

@@ -204,15 +204,16 @@ def get_sampler(model: Any, diffusion: D.Diffusion, plan: CachePlan,
   return _SAMPLERS[key]
 
 
-def options_from_config(sample: Any) -> dict:
-  """`generate` keyword arguments from `config.sample` (sampler, steps, eta, CFG and
-  the `sample.cache.*` plan); fields a config lacks keep their defaults."""
+def options_from_config(sample: Any, *, with_cache: bool = True) -> dict:
+  """`generate` keyword arguments from `config.sample` (sampler, steps, eta, CFG, the
+  execution and, `with_cache`, the `sample.cache.*` plan); fields a config lacks keep
+  their defaults."""
   get = lambda c, k, d: c.get(k, d) if hasattr(c, "get") else getattr(c, k, d)
   opts = dict(sampler=get(sample, "sampler", "ddim"), num_steps=get(sample, "num_steps", 50),
               eta=get(sample, "eta", 0.0), cfg_scale=get(sample, "cfg_scale", 1.0),
               guided_channels=get(sample, "guided_channels", None),
               clip_denoised=get(sample, "clip_denoised", False))
-  cache = get(sample, "cache", None)
+  cache = get(sample, "cache", None) if with_cache else None
   if cache is not None:
     for key in ("policy", "interval", "k", "window", "forecast_order", "delta_blocks",
                 "delta_switch_t", "counter", "tail_t"):
