@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.video.num_digits = 1       # digits per clip; the label is the first one's
   c.data.video.colour = "grey"      # grey (channels=1) | rgb (channels=3, random per digit)
   c.data.video.label = "digit"      # digit (10 classes) | digit_direction (x 4 diagonals: 40)
+  c.data.video.start = "random"     # random: any top-left corner | center: clips start centred
   c.data.video.num_clips = 2048     # clips in the train split
   c.data.video.num_test_clips = 256  # clips in the test split
   c.data.video.seed = 0

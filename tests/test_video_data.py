@@ -54,6 +54,21 @@ def test_positions_follow_the_closed_form_bounce_and_pixels_are_the_digit(speed)
     assert clips.labels[i] == data.load_source("digits")[1][train_rows[p["rows"][0]]]
 
 
+def test_centre_start_keeps_every_other_draw_and_bounces_from_the_middle():
+  rand = md.MovingDigits(md.MovingDigitsSpec.from_config(_data()), "train")
+  cent = md.MovingDigits(md.MovingDigitsSpec.from_config(_data(start="center")), "train")
+  np.testing.assert_array_equal(cent.labels, rand.labels)  # same digits, same classes
+  for i in range(6):
+    a, b = rand.params(i), cent.params(i)
+    np.testing.assert_array_equal(a["rows"], b["rows"])
+    np.testing.assert_array_equal(a["velocity"], b["velocity"])
+    v = b["velocity"][0]
+    want = np.stack([_reflect(6, v[k], 10, 12) for k in range(2)], -1)  # limit 12: start 6
+    np.testing.assert_array_equal(cent.positions(i)[0], want)
+  with pytest.raises(ValueError, match="data.video.start"):
+    data.load_source("moving_digits", data=_data(start="middle"))
+
+
 def test_two_rgb_digits_direction_labels_and_resized_mnist():
   spec = md.MovingDigitsSpec.from_config(_data(
       digit_source="mnist5k", digit_size=12, num_digits=2, colour="rgb",

@@ -34,6 +34,7 @@ DIRECTIONS = np.array([(1, 1), (1, -1), (-1, 1), (-1, -1)])  # (dy, dx): down-ri
 SPLITS = {"train": 0, "test": 1}
 DIGIT_SOURCES = ("digits", "mnist5k")
 LABEL_MODES = {"digit": 1, "digit_direction": len(DIRECTIONS)}
+STARTS = ("random", "center")
 COLOURS = {"grey": 1, "rgb": 3}
 
 
@@ -48,6 +49,7 @@ class MovingDigitsSpec:
   num_digits: int = 1
   colour: str = "grey"
   label: str = "digit"
+  start: str = "random"
   num_clips: int = 2048
   num_test_clips: int = 256
   seed: int = 0
@@ -77,6 +79,8 @@ class MovingDigitsSpec:
       raise ValueError(f"{p}digit_source={self.digit_source!r}; use one of {DIGIT_SOURCES}")
     if self.colour not in COLOURS:
       raise ValueError(f"{p}colour={self.colour!r}; use one of {list(COLOURS)}")
+    if self.start not in STARTS:
+      raise ValueError(f"{p}start={self.start!r}; use one of {list(STARTS)}")
     if self.label not in LABEL_MODES:
       raise ValueError(f"{p}label={self.label!r}; use one of {list(LABEL_MODES)}")
     for k in ("num_digits", "num_clips", "num_test_clips"):
@@ -147,6 +151,8 @@ class MovingDigits(LazyRows):
     rng = np.random.default_rng([s.seed, SPLITS[self.split], int(i)])
     rows = rng.integers(0, len(self.pool), size=k)
     start = rng.integers(0, self.limit + 1, size=(k, 2))
+    if s.start == "center":  # drawn all the same, so the other draws do not change
+      start = np.full((k, 2), self.limit // 2)
     direction = rng.integers(0, len(DIRECTIONS), size=k)
     colour = (rng.uniform(0.35, 1.0, size=(k, 3)) if s.colour == "rgb"
               else np.ones((k, 1)))

@@ -18,6 +18,7 @@ DEFAULTS: dict[str, Any] = dict(
     num_digits=1,            # digits per clip; the label is the first digit's
     colour="grey",           # grey (1 channel) | rgb (3 channels, a random colour per digit)
     label="digit",           # digit (10 classes) | digit_direction (digit x 4 directions)
+    start="random",          # random: any top-left corner | center: every clip starts centred
     num_clips=2048,          # clips in the train split (generated lazily)
     num_test_clips=256,      # clips in the test split
     seed=0,                  # clip i is a function of (seed, split, i) only
