@@ -30,12 +30,10 @@ feature classifier 5 min, each twin's 3,000 steps with 12 FD points 42-45 min (t
 stability under 1 min. `train.sample_every=500` halves the FD points (about -14 min); a
 concurrent job roughly doubles everything.
 
-The video sweep is estimated (not run in full) at ~60-75 min idle, extrapolated from its
---smoke (126 s at 1-min load ~1, 275 s at ~2.5; ~9.5 ms per clip and sampling step
-at load ~2.5): two 900-step
-trainings ~15 min each (the demo config's figure), 6 FD points of 200 clips x 50 steps
-~1-1.5 min each, two cache sweeps (16 + 12 rows; a row = one timed uncached 50-clip chunk
-plus 200 cached clips) ~20-30 min, feature nets ~4 min, stability ~2 min. The biggest
+The video sweep is estimated (not run in full) at ~75-90 min idle: two 2,400-step
+trainings ~17 min each (the demo config's figure, 151 clips/s), 8 FD points of 200 clips x
+50 steps ~1 min each, two cache sweeps (16 + 12 rows; a row = one timed uncached 50-clip
+chunk plus 200 cached clips) ~20-30 min, feature nets ~4 min, stability ~2 min. The biggest
 knobs: `eval.num_samples` (sweep and FD points scale with it) and `train.sample_every`.
 """
 from __future__ import annotations
