@@ -3,8 +3,8 @@
 Clips: 8 frames of a 12x12 canvas, one scikit-learn 8x8 digit that starts in the centre
 and moves diagonally one pixel per frame (one of four directions), bouncing off the walls
 (`data.name = "moving_digits"`, generated on demand from a seed: no files). Patch 4 gives
-9 tokens per frame, 72 per clip, sized so that training fits in about 15 minutes on the
-2-core CPU. Why the centre start and this canvas: a tiny transformer learns what its label
+9 tokens per frame, 72 per clip; training takes about 18 minutes on the 2-core CPU and
+the whole run just under 20. Why the centre start and this canvas: a tiny transformer learns what its label
 draws at a fixed place within this budget, but not at a random one (docs/RESULTS.md, the
 video section's label-gap screens: a random start leaves the label unused). After training,
 class-conditional clips are drawn uncached and with Skip-Cache (k = 1 pair, N = 2) and scored:
