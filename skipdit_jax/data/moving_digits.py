@@ -5,7 +5,8 @@ Each clip holds `num_digits` digits of `digit_source` (sklearn `digits` 8x8 or `
 28x28, optionally resized to `digit_size`) that start at a random integer position (or,
 with `start = "center"`, in the middle of the canvas) and move diagonally by `speed`
 pixels per frame along each axis, reflecting off the canvas walls. Digits are composited
-by per-pixel maximum (as Moving MNIST), grey or in a random RGB colour per digit. Clip i is a pure function of (seed, split, i), so clips are made on
+by per-pixel maximum (as Moving MNIST), grey or in a random RGB colour per digit. Clip i
+is a pure function of (seed, split, i), so clips are made on
 demand (a `LazyRows` column): `BatchIterator`'s order, resume and per-process slices work
 unchanged and memory holds only the digit pool and the labels.
 
