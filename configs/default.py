@@ -62,6 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.captions.max_tokens = 24   # tokens per caption incl. [CLS]/[SEP] (longer: error)
   c.data.captions.seed = 0          # which template / phrasing each example gets
   c.data.captions.cache_dir = ""    # encoded caption vocabularies; "" = <workdir>/caption_embeddings
+  c.data.captions.standardize = False  # text_pooled: z-score by the train vocabulary
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "linear"   # linear | cosine

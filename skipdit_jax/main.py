@@ -104,7 +104,9 @@ def _caption_prompts(config, workdir: str, model, per_class: int):
                              max_tokens=fields.max_tokens)
   index = {c: i for i, c in enumerate(vocab)}
   ids = np.array([index[c] for c in prompts.captions])
-  return prompts, CB.CaptionTable(emb, model.cond).condition(ids)
+  std = (CB.train_standardizer(config.data, str(paths.resolve(workdir)))
+         if fields.standardize else None)
+  return prompts, CB.CaptionTable(emb, model.cond, std).condition(ids)
 
 
 def _direction_reader(config, out: dict[str, Any]):

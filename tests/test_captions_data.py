@@ -142,6 +142,31 @@ def test_captioned_batches_deterministic_resumable_and_right(tmp_path, cond):
   assert make().state() == {"position": 0} and a.state() == {"position": 9}
 
 
+def test_standardized_pooled_captions_use_the_train_statistics(tmp_path):
+  enc = FakeEncoder(dim=8)
+  train = CB.encode_vocabulary(CB.vocabulary("digits", "train"), str(tmp_path), max_tokens=6,
+                               encoder=enc)
+  held = CB.encode_vocabulary(CB.vocabulary("digits", "heldout"), str(tmp_path),
+                              max_tokens=6, encoder=enc)
+  std = CB.Standardizer.fit(train.pooled)
+  # Independent float64 statistics of the train rows; held-out rows and the null take them.
+  p = np.asarray(train.pooled, np.float64)
+  mu, sd = p.mean(0), p.std(0)
+  for emb in (train, held):
+    y = CB.CaptionTable(emb, "text_pooled", std).condition(np.arange(len(emb)))
+    want = (np.asarray(emb.pooled, np.float64) - mu) / sd / np.sqrt(8)
+    np.testing.assert_allclose(y["pooled"], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y["null_pooled"][0], (emb.null_pooled - mu) / sd / np.sqrt(8),
+                               rtol=1e-5, atol=1e-6)
+  z = CB.CaptionTable(train, "text_pooled", std).rows["pooled"].astype(np.float64)
+  np.testing.assert_allclose(z.mean(0), 0, atol=1e-6)  # no common component left
+  np.testing.assert_allclose((z ** 2).sum(1).mean(), 1.0, rtol=1e-5)  # unit norm on average
+  with pytest.raises(ValueError, match="standardize applies to pooled"):
+    CB.CaptionTable(train, "text_tokens", std)
+  with pytest.raises(ValueError, match=">= 2 pooled rows"):
+    CB.Standardizer.fit(train.pooled[:1])
+
+
 @needs_minilm
 def test_lookup_equals_a_direct_minilm_call(tmp_path):
   from skipdit_jax.text.minilm import MiniLMEncoder
@@ -184,6 +209,9 @@ def test_config_checks_name_the_field():
   c = captions_digits_dit.get_config()
   c.model.caption_channels = 512
   assert "model.caption_channels=384" in _problems(c)
+  c = captions_digits_dit.get_config()
+  c.model.cond, c.data.captions.standardize = "text_tokens", True
+  assert "standardize=True applies to pooled captions only" in _problems(c)
 
 
 @needs_minilm

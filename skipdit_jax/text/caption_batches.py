@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = dict(
     max_tokens=24,  # tokens per caption incl. [CLS]/[SEP]; longer captions are an error
     seed=0,         # which train template / phrasing each example gets
     cache_dir="",   # encoded vocabularies; "" = <workdir>/caption_embeddings
+    standardize=False,  # text_pooled: z-score each dim by the train vocabulary (Standardizer)
 )
 DATASETS = ("digits", "mnist5k", "fashion_mnist", "moving_digits")
 # The condition keys a text model reads (models.text_cond.KEYS; text/ sits below models/).
@@ -57,6 +58,7 @@ class CaptionFields:
   max_tokens: int = 24
   seed: int = 0
   cache_dir: str = ""
+  standardize: bool = False
 
   @classmethod
   def from_config(cls, data: Any) -> "CaptionFields":
@@ -90,6 +92,11 @@ def check_config(config: Any) -> list[str]:
                     "captions here need about 20)")
   if not isinstance(f.seed, int) or isinstance(f.seed, bool) or f.seed < 0:
     problems.append(f"{p}seed={f.seed!r} must be an integer >= 0")
+  if not isinstance(f.standardize, bool):
+    problems.append(f"{p}standardize={f.standardize!r} must be True or False")
+  if f.standardize is True and _get(_get(config, "model"), "cond", "class") != "text_pooled":
+    problems.append(f"{p}standardize=True applies to pooled captions only: set model.cond="
+                    "'text_pooled' or data.captions.standardize=False")
   if not isinstance(f.cache_dir, str):
     problems.append(f"{p}cache_dir={f.cache_dir!r} must be a path string ('' = "
                     f"<workdir>/{CACHE_SUBDIR})")
@@ -197,16 +204,58 @@ def encode_vocabulary(captions: Sequence[str], cache_root: str, *, max_tokens: i
   return emb
 
 
-class CaptionTable:
-  """The encoded vocabulary of one `model.cond`: `condition(ids)` -> `y` (numpy)."""
+@dataclasses.dataclass(frozen=True)
+class Standardizer:
+  """Pooled caption vectors z-scored per dimension by the *train* vocabulary's statistics,
+  then divided by sqrt(D), so a caption's vector has an expected squared norm of 1 (as the
+  L2-normed MiniLM vectors) but no component shared by every caption.
 
-  def __init__(self, emb: E.TextEmbeddings, cond: str):
+  Why (docs/RESULTS.md, "Text"): MiniLM's pooled captions of one dataset share a large
+  common direction (mean pairwise cosine 0.58 on the clip captions); Adam's per-weight
+  steps on the projection are then led by it, and what tells a digit or a direction apart
+  is learned slowly. Train captions, the null caption and held-out prompts all take the
+  same (train) statistics."""
+  mean: np.ndarray
+  std: np.ndarray
+
+  @classmethod
+  def fit(cls, pooled: np.ndarray) -> "Standardizer":
+    pooled = np.asarray(pooled, np.float64)
+    if pooled.ndim != 2 or len(pooled) < 2:
+      raise ValueError(f"standardizing needs >= 2 pooled rows (R, D), got {pooled.shape}")
+    return cls(pooled.mean(0), np.maximum(pooled.std(0), 1e-6))
+
+  def __call__(self, pooled: np.ndarray) -> np.ndarray:
+    d = self.mean.shape[-1]
+    return ((np.asarray(pooled, np.float64) - self.mean) / self.std / np.sqrt(d)).astype(
+        np.float32)
+
+
+def train_standardizer(data: Any, workdir: str) -> Standardizer:
+  """The Standardizer of `data`'s train caption vocabulary (encoded once into the run's
+  caption cache; the same call in training and sampling gives the same statistics)."""
+  f = CaptionFields.from_config(data)
+  emb = encode_vocabulary(vocabulary(_get(data, "name"), "train"), f.cache_root(workdir),
+                          max_tokens=f.max_tokens)
+  return Standardizer.fit(emb.pooled)
+
+
+class CaptionTable:
+  """The encoded vocabulary of one `model.cond`: `condition(ids)` -> `y` (numpy).
+  `standardize`: a Standardizer applied to the pooled rows and the null (text_pooled)."""
+
+  def __init__(self, emb: E.TextEmbeddings, cond: str,
+               standardize: Optional[Standardizer] = None):
     if cond not in COND_KEYS:
       raise ValueError(f"model.cond={cond!r} takes no captions; use one of {list(COND_KEYS)}")
+    if standardize is not None and cond != "text_pooled":
+      raise ValueError(f"data.captions.standardize applies to pooled captions, not "
+                       f"model.cond={cond!r}")
     self.cond = cond
     if cond == "text_pooled":
-      self.rows = {"pooled": np.asarray(emb.pooled, np.float32)}
-      self.null = {"pooled": np.asarray(emb.null_pooled, np.float32)}
+      fix = standardize or (lambda a: np.asarray(a, np.float32))
+      self.rows = {"pooled": fix(emb.pooled)}
+      self.null = {"pooled": fix(emb.null_pooled)}
     else:
       self.rows = {"tokens": np.asarray(emb.tokens, np.float32),
                    "mask": np.asarray(emb.mask, bool)}
@@ -268,4 +317,5 @@ def attach(it: Any, data: Any, cond: str, labels: np.ndarray, source: Any, workd
   vocab, ids = example_captions(_get(data, "name"), labels, source, seed=f.seed)
   emb = encode_vocabulary(vocab, f.cache_root(workdir), max_tokens=f.max_tokens,
                           encoder=encoder, log=log)
-  return CaptionedBatches(it, ids, CaptionTable(emb, cond))
+  std = Standardizer.fit(emb.pooled) if f.standardize else None
+  return CaptionedBatches(it, ids, CaptionTable(emb, cond, std))
