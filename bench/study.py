@@ -30,11 +30,14 @@ feature classifier 5 min, each twin's 3,000 steps with 12 FD points 42-45 min (t
 stability under 1 min. `train.sample_every=500` halves the FD points (about -14 min); a
 concurrent job roughly doubles everything.
 
-The video sweep is estimated (not run in full) at ~75-90 min idle: two 2,400-step
-trainings ~17 min each (the demo config's figure, 151 clips/s), 8 FD points of 200 clips x
-50 steps ~1 min each, two cache sweeps (16 + 12 rows; a row = one timed uncached 50-clip
-chunk plus 200 cached clips) ~20-30 min, feature nets ~4 min, stability ~2 min. The biggest
-knobs: `eval.num_samples` (sweep and FD points scale with it) and `train.sample_every`.
+The video sweep, measured 2026-12-01 (docs/RESULTS.md, the video study): 91 min with
+other jobs beside its training; alone, the two cache sweeps (16 + 12 rows; a row = one timed
+uncached 50-clip chunk plus 200 cached clips) took 7.3 + 5.0 min, stability 1.2 min, the
+feature nets 2 min. Each 2,400-step training is ~17 min idle (the demo config's 146
+clips/s) plus 4 FD points of ~40 s, so an idle run takes about 55 min. A rerun on a finished
+--root reuses the training and FD points and redoes the sweeps and stability (14 min). The
+biggest knobs: `eval.num_samples` (sweep and FD points scale with it) and
+`train.sample_every`.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ so the same init noise stream, data order, sampling noise and labels; they diffe
 trains both (FD-mdigits and held-out eps-MSE every `train.sample_every` steps), sweeps the
 cache policies below over `intervals`, and runs the stability analyses per pair.
 
-Sizing for ~75-90 min on an idle 2-core CPU (see the estimate in bench/study.py): FD
+Sizing for about an hour on an idle 2-core CPU (measured figures in bench/study.py): FD
 points every 600 steps (4 per twin) on 200 clips (20 per class), KID on subsets of 100,
 a 2,000-clip real reference. 200 clips against 128-dim features is a biased FD: compare
 rows with each other, not with other studies.
