@@ -68,6 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.diffusion.schedule = "linear"   # linear | cosine
   c.diffusion.num_train_steps = 1000
   c.diffusion.snr_shift = 1.0       # >1 divides every timestep's SNR (diffusion.shift_snr)
+  c.diffusion.prediction = "eps"    # eps (official) | v: the model predicts v, loss on v
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 256          # global batch

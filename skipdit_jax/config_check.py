@@ -100,6 +100,11 @@ def _check_diffusion(config, problems: list[str]) -> None:
   from skipdit_jax import diffusion
   _catch(problems, diffusion.betas_for, _get(config, "diffusion.schedule"),
          _get(config, "diffusion.num_train_steps"), _get(config, "diffusion.snr_shift", 1.0))
+  pred = _get(config, "diffusion.prediction", "eps")
+  if pred not in diffusion.PREDICTIONS:
+    problems.append(f"config.diffusion.prediction={pred!r} is not one of "
+                    f"{list(diffusion.PREDICTIONS)} (eps: the official recipe and its "
+                    "weights; v: v-prediction)")
 
 
 def _check_train(config, problems: list[str]) -> None:

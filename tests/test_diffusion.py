@@ -435,3 +435,75 @@ def test_cfg_combine():
     D.cfg_combine(jnp.asarray(out), s, learn_sigma=True, guided_channels=5)
   with pytest.raises(ValueError, match="even"):
     D.cfg_combine(jnp.asarray(out[:5]), s, learn_sigma=True)
+
+
+# --- v-prediction (diffusion.prediction = "v") ------------------------------------
+
+def test_v_prediction_reads_as_eps_and_trains_on_v():
+  """A v model's output becomes eps = sqrt(a) v + sqrt(1 - a) x_t, and its loss is the MSE
+  to v = sqrt(a) eps - sqrt(1 - a) x0 (numpy float64 from the definitions)."""
+  n = T
+  d = D.Diffusion.create(D.betas_for("linear", n), prediction="v")
+  _, x0, noise, t, xt, out = _loss_inputs(11, n)
+  a = _col(np.cumprod(1 - _ref_linear(n))[t])
+  v_true = np.sqrt(a) * noise - np.sqrt(1 - a) * x0
+  f32 = lambda z: jnp.asarray(z, jnp.float32)  # noqa: E731
+  # The true v reads back as the true noise; variance channels pass through.
+  c = SHAPE[-1]
+  got = D.model_eps(d, f32(np.concatenate([v_true, out[..., c:]], -1)), f32(xt),
+                    jnp.asarray(t), learn_sigma=True)
+  _close(got[..., :c], noise, rtol=1e-4, atol=1e-4)
+  _close(got[..., c:], out[..., c:].astype(np.float32), rtol=0, atol=0)
+  pred = out[..., :c]
+  losses = D.training_losses(d, f32(pred), f32(x0), f32(xt), jnp.asarray(t), f32(noise),
+                             learn_sigma=False)
+  _close(losses["mse"], np.mean((v_true - pred) ** 2, axis=(1, 2, 3)), rtol=1e-5)
+  # The same output read as eps by an eps diffusion is untouched, its loss on the noise.
+  e = D.Diffusion.create(D.betas_for("linear", n))
+  np.testing.assert_array_equal(np.asarray(D.model_eps(e, f32(pred), f32(xt), jnp.asarray(t),
+                                                       learn_sigma=False)), f32(pred))
+
+
+def test_v_prediction_hybrid_vb_uses_the_eps_it_implies():
+  """With learned sigma, the VLB term of a v model equals the eps model's VLB at the eps
+  its v implies (the model's mean is the same function of eps)."""
+  n = T
+  dv = D.Diffusion.create(D.betas_for("linear", n), prediction="v")
+  _, x0, noise, t, xt, out = _loss_inputs(12, n)
+  c = SHAPE[-1]
+  a = _col(np.cumprod(1 - _ref_linear(n))[t])
+  eps = np.sqrt(a) * out[..., :c] + np.sqrt(1 - a) * xt
+  want = _ref_vb_bits(_ref_linear(n), x0, xt, t, eps, out[..., c:])
+  f32 = lambda z: jnp.asarray(z, jnp.float32)  # noqa: E731
+  got = D.training_losses(dv, f32(out), f32(x0), f32(xt), jnp.asarray(t), f32(noise),
+                          learn_sigma=True)
+  _close(got["vb"][1:], want[1:], rtol=2e-4, atol=1e-5)
+
+
+def test_v_prediction_ddim_step_equals_the_eps_models_step():
+  """One DDIM step of a v model equals numpy's step at the eps its v implies, after
+  respacing (the respaced table carries the prediction)."""
+  base = D.Diffusion.create(D.betas_for("linear", T), prediction="v")
+  d = D.respace(base, 50)
+  assert d.prediction == "v" and d != D.respace(D.Diffusion.create(D.betas_for("linear", T)), 50)
+  ac = np.cumprod(1 - _ref_linear(T))[_ref_kept(T, 50)]
+  ac_prev = np.concatenate([[1.0], ac[:-1]])
+  rng = _rng(13)
+  xt, vout = rng.normal(size=SHAPE), rng.normal(size=SHAPE)
+  t = np.array([0, 1, 25, 49])
+  a, ap = _col(ac[t]), _col(ac_prev[t])
+  eps = np.sqrt(a) * vout + np.sqrt(1 - a) * xt
+  x0 = (xt - np.sqrt(1 - a) * eps) / np.sqrt(a)
+  want = np.sqrt(ap) * x0 + np.sqrt(1 - ap) * eps
+  from skipdit_jax.sampling import step_fns
+  solver = step_fns.SolverConfig(sampler="ddim", eta=0.0, cfg_scale=1.0)
+  for i in (1, 25, 49):
+    rows = t == i
+    got = step_fns.solve(d, solver, False, jnp.asarray(vout[rows], jnp.float32),
+                         jnp.asarray(xt[rows], jnp.float32), jnp.int32(i), jax.random.PRNGKey(0))
+    _close(got, want[rows], rtol=1e-3, atol=1e-3)
+
+
+def test_bad_prediction_names_the_field():
+  with pytest.raises(ValueError, match="diffusion.prediction"):
+    D.Diffusion.create(D.betas_for("linear", 10), prediction="x0")

@@ -48,6 +48,7 @@ CASES = [
     (dict(diffusion__schedule="quadratic"), 1, ["diffusion.schedule='quadratic'", "cosine"]),
     (dict(diffusion__num_train_steps=0), 1, ["diffusion.num_train_steps=0"]),
     (dict(diffusion__snr_shift=0.5), 1, ["diffusion.snr_shift=0.5", ">= 1"]),
+    (dict(diffusion__prediction="x0"), 1, ["config.diffusion.prediction='x0'", "'v'"]),
     (dict(train__lr=0.0), 1, ["config.train.lr=0.0", "positive"]),
     (dict(train__lr=float("nan")), 1, ["config.train.lr=nan"]),
     (dict(train__num_steps=-5), 1, ["config.train.num_steps=-5", ">= 1"]),

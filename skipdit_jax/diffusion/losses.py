@@ -8,8 +8,8 @@ import jax.numpy as jnp
 
 from skipdit_jax.diffusion.gaussian import (discretized_gaussian_log_likelihood,
                                             normal_kl)
-from skipdit_jax.diffusion.process import (p_mean_variance, q_posterior_mean_variance,
-                                           split_model_out)
+from skipdit_jax.diffusion.process import (gather, model_eps, p_mean_variance,
+                                           q_posterior_mean_variance, split_model_out)
 from skipdit_jax.diffusion.schedule import Diffusion
 
 
@@ -45,18 +45,28 @@ def training_losses(diffusion: Diffusion, model_out: jax.Array, x_start: jax.Arr
 
   The caller forms x_t = q_sample(diffusion, x_start, t, noise) and
   model_out = model(x_t, model_timesteps(diffusion, t)).
-  mse: mean over non-batch dims of (noise - eps)^2.
+  mse: mean over non-batch dims of (target - prediction)^2, the target being the noise
+    (diffusion.prediction "eps") or v = sqrt(a_t) noise - sqrt(1 - a_t) x_start ("v",
+    whose MSE is the eps MSE / a_t: it weights the noisiest steps, where the layout of
+    a sample is decided, far more).
   vb (learn_sigma only, else zeros): the VLB term with eps behind a stop-gradient,
     so it trains only the variance channels; scaled by num_timesteps / 1000 as
     IDDPM's rescaled hybrid loss does (a factor of 1 at DiT's 1000 steps).
   loss = mse + vb.
   """
-  eps, v = split_model_out(model_out, learn_sigma=learn_sigma)
-  if eps.shape != noise.shape:
-    raise ValueError(f"model eps {eps.shape} does not match noise {noise.shape} "
+  pred, v = split_model_out(model_out, learn_sigma=learn_sigma)
+  if pred.shape != noise.shape:
+    raise ValueError(f"model eps {pred.shape} does not match noise {noise.shape} "
                      f"with learn_sigma={learn_sigma}; check model.learn_sigma.")
-  mse = _mean_over_non_batch(jnp.square(noise - eps))
+  target = noise
+  if diffusion.prediction == "v":
+    s = x_start.shape
+    target = (gather(diffusion.sqrt_alphas_cumprod, t, s) * noise
+              - gather(diffusion.sqrt_one_minus_alphas_cumprod, t, s) * x_start)
+  mse = _mean_over_non_batch(jnp.square(target - pred))
   if learn_sigma:
+    eps = model_eps(diffusion, jnp.concatenate([pred, v], -1), x_t, t, learn_sigma=True)
+    eps, _ = split_model_out(eps, learn_sigma=True)
     frozen = jnp.concatenate([jax.lax.stop_gradient(eps), v], axis=-1)
     vb = vb_terms_bpd(diffusion, frozen, x_start, x_t, t)
     vb = vb * (diffusion.num_timesteps / 1000.0)

@@ -46,6 +46,21 @@ def split_model_out(model_out: jax.Array, *, learn_sigma: bool
   return model_out[..., : c_out // 2], model_out[..., c_out // 2:]
 
 
+def model_eps(diffusion: Diffusion, model_out: jax.Array, x_t: jax.Array, t: jax.Array, *,
+              learn_sigma: bool) -> jax.Array:
+  """`model_out` in the eps layout (eps, then any variance channels), whatever
+  `diffusion.prediction` the model was trained for: v becomes
+  eps = sqrt(a_t) v + sqrt(1 - a_t) x_t. Linear in the output, so classifier-free
+  guidance gives the same result before or after it."""
+  if diffusion.prediction == "eps":
+    return model_out
+  pred, var = split_model_out(model_out, learn_sigma=learn_sigma)
+  s = x_t.shape
+  eps = (gather(diffusion.sqrt_alphas_cumprod, t, s) * pred
+         + gather(diffusion.sqrt_one_minus_alphas_cumprod, t, s) * x_t)
+  return eps if var is None else jnp.concatenate([eps, var], axis=-1)
+
+
 def _check_channels(model_out: jax.Array, x_t: jax.Array, learn_sigma: bool) -> None:
   want = x_t.shape[-1] * (2 if learn_sigma else 1)
   if model_out.shape[:-1] != x_t.shape[:-1] or model_out.shape[-1] != want:

@@ -12,6 +12,9 @@ from typing import Sequence, Union
 import numpy as np
 
 SCHEDULES = ("linear", "cosine")
+# What the model's first C output channels predict: the noise (DiT, the official
+# recipe) or v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho), trained on v's MSE.
+PREDICTIONS = ("eps", "v")
 # Spec accepted by `respace`: K steps, "ddimK", "10,20,30", or section counts.
 RespaceSpec = Union[int, str, Sequence[int]]
 
@@ -77,8 +80,10 @@ class Diffusion:
 
   `timestep_map[i]` is the original (training) timestep of respaced index i;
   the model is always called with `timestep_map[t]`, never with `t` itself.
-  Equality and hash follow (betas, timestep_map), so the object can be a static
-  jit argument or a closed-over constant.
+  `prediction` says what the model's output means (PREDICTIONS; `process.model_eps`
+  turns it into eps, the form every step and loss reads). Equality and hash follow
+  (betas, timestep_map, prediction), so the object can be a static jit argument or a
+  closed-over constant.
   """
   betas: np.ndarray
   alphas_cumprod: np.ndarray
@@ -92,10 +97,14 @@ class Diffusion:
   posterior_mean_coef1: np.ndarray
   posterior_mean_coef2: np.ndarray
   timestep_map: np.ndarray
+  prediction: str = "eps"
 
   @classmethod
-  def create(cls, betas, *, timestep_map=None) -> "Diffusion":
+  def create(cls, betas, *, timestep_map=None, prediction: str = "eps") -> "Diffusion":
     """Builds every table from `betas` (T,); `timestep_map` defaults to arange(T)."""
+    if prediction not in PREDICTIONS:
+      raise ValueError(f"diffusion.prediction={prediction!r} is not one of "
+                       f"{list(PREDICTIONS)} (eps: the official recipe; v: v-prediction)")
     betas = np.asarray(betas, dtype=np.float64)
     if betas.ndim != 1 or betas.size == 0:
       raise ValueError(f"betas must be a non-empty 1-D array, got shape {betas.shape}.")
@@ -135,6 +144,7 @@ class Diffusion:
         posterior_mean_coef1=f(betas * np.sqrt(ac_prev) / (1.0 - ac)),
         posterior_mean_coef2=f((1.0 - ac_prev) * np.sqrt(alphas) / (1.0 - ac)),
         timestep_map=_frozen(timestep_map, np.int32),
+        prediction=prediction,
     )
 
   @property
@@ -142,7 +152,7 @@ class Diffusion:
     return int(self.betas.shape[0])
 
   def _key(self) -> tuple:
-    return (self.betas.tobytes(), self.timestep_map.tobytes())
+    return (self.betas.tobytes(), self.timestep_map.tobytes(), self.prediction)
 
   def __eq__(self, other) -> bool:
     return isinstance(other, Diffusion) and self._key() == other._key()
@@ -152,7 +162,8 @@ class Diffusion:
 
   def __repr__(self) -> str:
     return (f"Diffusion(num_timesteps={self.num_timesteps}, "
-            f"timestep_map=[{self.timestep_map[0]}..{self.timestep_map[-1]}])")
+            f"timestep_map=[{self.timestep_map[0]}..{self.timestep_map[-1]}], "
+            f"prediction={self.prediction!r})")
 
 
 def space_timesteps(num_timesteps: int, spec: RespaceSpec) -> list[int]:
@@ -228,4 +239,5 @@ def respace(diffusion: Diffusion, spec: RespaceSpec) -> Diffusion:
   kept = np.asarray(space_timesteps(diffusion.num_timesteps, spec))
   ac = diffusion.alphas_cumprod[kept]
   betas = 1.0 - ac / np.append(1.0, ac[:-1])
-  return Diffusion.create(betas, timestep_map=diffusion.timestep_map[kept])
+  return Diffusion.create(betas, timestep_map=diffusion.timestep_map[kept],
+                          prediction=diffusion.prediction)

@@ -86,11 +86,13 @@ def model_inputs(x: jax.Array, y: Any, solver: SolverConfig
 
 def solve(diffusion: D.Diffusion, solver: SolverConfig, learn_sigma: bool,
           model_out: jax.Array, x: jax.Array, i: jax.Array, rng: jax.Array) -> jax.Array:
-  """CFG-combine `model_out` ((2)N, H, W, C_out) and take one DDPM / DDIM step from x."""
+  """CFG-combine `model_out` ((2)N, H, W, C_out), read it as eps (`diffusion.prediction`)
+  and take one DDPM / DDIM step from x."""
   if solver.guided:
     model_out = D.cfg_combine(model_out, solver.cfg_scale, learn_sigma=learn_sigma,
                               guided_channels=solver.guided_channels)
   t = jnp.full((x.shape[0],), i, jnp.int32)
+  model_out = D.model_eps(diffusion, model_out, x, t, learn_sigma=learn_sigma)
   stochastic = solver.sampler == "ddpm" or solver.eta > 0
   # Noise depends only on (rng, i), so every policy sees the same noise at a step.
   noise = (jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype)

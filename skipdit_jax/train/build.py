@@ -53,10 +53,12 @@ def build_model(config: ml_collections.ConfigDict) -> models.DiT | models.Latte:
 
 
 def build_diffusion(config: ml_collections.ConfigDict) -> dfn.Diffusion:
-  """The training diffusion of `config.diffusion` (schedule, steps, SNR shift)."""
+  """The training diffusion of `config.diffusion` (schedule, steps, SNR shift, what the
+  model predicts)."""
   return dfn.Diffusion.create(dfn.betas_for(config.diffusion.schedule,
                                             config.diffusion.num_train_steps,
-                                            get_field(config, "diffusion.snr_shift", 1.0)))
+                                            get_field(config, "diffusion.snr_shift", 1.0)),
+                              prediction=get_field(config, "diffusion.prediction", "eps"))
 
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> bool:
