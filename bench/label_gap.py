@@ -2,12 +2,15 @@
 
 For a workdir's EMA weights: the source's last `--rows` examples (images or clips), noised
 at fixed timesteps with the same noise for every label, and the model's eps-MSE given the
-right label, a wrong one (a fixed non-zero offset) and the null class. A model that draws
-what its label asks has a clear gap (wrong - right) / right; one that ignores the label has
-none. Prints one line per t and ends with one JSON object.
+right label, a wrong one and the null class. The wrong label is a fixed non-zero offset
+(`--wrong class`), or, for moving digits labelled `digit_direction`, the same digit moving
+the opposite way (`--wrong direction`: both axes reversed), which asks whether the motion,
+not the digit, follows the label. A model that draws what its label asks has a clear gap
+(wrong - right) / right; one that ignores the label has none. A v-prediction model's output
+is read as eps (`diffusion.model_eps`). Prints one line per t and ends with one JSON object.
 
   python bench/label_gap.py --config configs/moving_digits_skiplatte.py --workdir /tmp/vdemo \
-      [--set data.num_frames=1 --set diffusion.snr_shift=1.0]
+      [--set data.num_frames=1 --set diffusion.snr_shift=1.0] [--wrong direction]
 
 `--set` repeats the training run's overrides (the config must match the checkpoint).
 """
@@ -52,6 +55,8 @@ def main() -> None:
   ap.add_argument("--workdir", required=True)
   ap.add_argument("--set", action="append", default=[], help="config override key=value")
   ap.add_argument("--rows", type=int, default=256)
+  ap.add_argument("--wrong", choices=("class", "direction"), default="class",
+                  help="class: another class; direction: the same digit, opposite motion")
   ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   args = ap.parse_args()
   config = study.load_config(args.config, _overrides(args.set))
@@ -60,7 +65,17 @@ def main() -> None:
   rows = np.arange(len(labels) - args.rows, len(labels))
   x0 = jnp.asarray(images[rows], jnp.float32)
   y = jnp.asarray(np.asarray(labels)[rows], jnp.int32)
-  wrong = (y + 1 + jnp.arange(args.rows) % (num_classes - 1)) % num_classes
+  if args.wrong == "direction":
+    from skipdit_jax.data.moving_digits import DIRECTIONS  # noqa: PLC0415
+    if config.data.get("video", {}).get("label") != "digit_direction":
+      raise SystemExit("--wrong direction needs a moving_digits model trained with "
+                       "data.video.label=digit_direction (pass the run's --set overrides)")
+    k = len(DIRECTIONS)
+    opposite = jnp.asarray([[tuple(d) for d in DIRECTIONS.tolist()].index((-dy, -dx))
+                            for dy, dx in DIRECTIONS.tolist()])
+    wrong = (y // k) * k + opposite[y % k]
+  else:
+    wrong = (y + 1 + jnp.arange(args.rows) % (num_classes - 1)) % num_classes
   null = jnp.full_like(y, num_classes)
   diffusion = build_diffusion(config)
   out = {}
@@ -70,7 +85,9 @@ def main() -> None:
     xt = D.q_sample(diffusion, x0, tt, noise)
     mse = {}
     for name, lab in (("right", y), ("wrong", wrong), ("null", null)):
-      eps = model.apply({"params": params}, xt, tt, lab)[..., :x0.shape[-1]]
+      out_ = model.apply({"params": params}, xt, tt, lab)
+      eps = D.model_eps(diffusion, out_, xt, tt, learn_sigma=model.learn_sigma)[
+          ..., :x0.shape[-1]]
       mse[name] = float(jnp.mean(jnp.square(eps - noise)))
     mse["gap"] = (mse["wrong"] - mse["right"]) / mse["right"]
     out[str(t)] = mse
@@ -80,6 +97,7 @@ def main() -> None:
   norms = np.linalg.norm(table[:num_classes], axis=1)
   print(f"label rows: norm {norms.min():.2f}..{norms.max():.2f}", flush=True)
   print(json.dumps({"bench": "label_gap", "config": args.config, "overrides": args.set,
+                    "wrong": args.wrong,
                     "step": int(step), "rows": args.rows, "by_t": out,
                     "label_row_norm": [round(float(v), 3) for v in norms]}))
 
