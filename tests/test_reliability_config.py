@@ -134,6 +134,9 @@ def test_workdir_of_another_model_is_refused_unless_allowed(tmp_path):
   assert "long_skip: saved True -> new False" in problems(dit, workdir=workdir)[0]
   wider.train.allow_new_model = True
   check_config(wider, num_devices=1, workdir=workdir)
+  # Same shapes, but a v-prediction model would be read as eps (or back): refused too.
+  v_model = bad(diffusion__prediction="v")
+  assert "diffusion.prediction: saved 'eps' -> new 'v'" in problems(v_model, workdir=workdir)[0]
 
 
 def test_unreadable_saved_config_is_a_clear_error(tmp_path):

@@ -81,10 +81,14 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> boo
   new = model_fields(config)
   diff = [f"{k}: saved {old.get(k)!r} -> new {new.get(k)!r}" for k in SHAPE_FIELDS
           if old.get(k) != new.get(k)]
+  # Same shapes, another meaning: a v model read as eps (or back) samples noise.
+  pred = [get_field(c, "diffusion.prediction", "eps") for c in (saved, config)]
+  if pred[0] != pred[1]:
+    diff.append(f"diffusion.prediction: saved {pred[0]!r} -> new {pred[1]!r}")
   if diff and not get_field(config, "train.allow_new_model", False):
     raise ConfigError([
-        f"workdir {workdir!r} holds a model of another shape ({'; '.join(diff)}); resuming "
-        f"would train the wrong model. Use a new --workdir, restore the old model fields, "
-        f"or pass --config.train.allow_new_model=True to move the old checkpoints aside "
+        f"workdir {workdir!r} holds a model of another shape or output ({'; '.join(diff)}); "
+        f"resuming or sampling it would use the wrong model. Use a new --workdir, restore "
+        f"the old fields, or pass --config.train.allow_new_model=True to move the old checkpoints aside "
         f"and start fresh"])
   return bool(diff)
