@@ -65,8 +65,8 @@ def training_losses(diffusion: Diffusion, model_out: jax.Array, x_start: jax.Arr
               - gather(diffusion.sqrt_one_minus_alphas_cumprod, t, s) * x_start)
   mse = _mean_over_non_batch(jnp.square(target - pred))
   if learn_sigma:
-    eps = model_eps(diffusion, jnp.concatenate([pred, v], -1), x_t, t, learn_sigma=True)
-    eps, _ = split_model_out(eps, learn_sigma=True)
+    eps, _ = split_model_out(model_eps(diffusion, model_out, x_t, t, learn_sigma=True),
+                             learn_sigma=True)
     frozen = jnp.concatenate([jax.lax.stop_gradient(eps), v], axis=-1)
     vb = vb_terms_bpd(diffusion, frozen, x_start, x_t, t)
     vb = vb * (diffusion.num_timesteps / 1000.0)
