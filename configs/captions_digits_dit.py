@@ -19,6 +19,7 @@ from skipdit_jax.sampling.cache_plan import official_t2v
 def with_captions(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A class demo made a caption demo: pooled MiniLM captions, the T2V cache schedule."""
   c.model.cond, c.model.caption_channels = "text_pooled", 384
+  c.model.pooled_projection = "linear"  # linear | mlp: Linear-SiLU-Linear (text_cond.py)
   c.data.captions.enabled = True
   c.train.ema_warmup = True  # a short run's EMA is not dominated by the init
   c.sample.grid_per_class = 0  # no periodic class grids for a text model

@@ -152,6 +152,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.stability_steps = 0        # sampling steps of the step-similarity run; 0 = sample's
   c.eval.spectral_iters = 30
   c.eval.perturb_scales = (0.0, 0.01, 0.02, 0.05, 0.1)
+  # Text models: the caption templates of the prompts. heldout (never trained on) gives
+  # caption_accuracy; train re-scores on the training templates (a phrasing-transfer check).
+  c.eval.caption_templates = "heldout"
 
   # Device mesh (axes data, fsdp, tensor; one may be -1 = the rest of the devices) and the
   # logical-axis -> mesh-axis rules: a preset (data | fsdp | tensor | fsdp_tensor) and

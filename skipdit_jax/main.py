@@ -92,14 +92,17 @@ def _is_text(model) -> bool:
 
 
 def _caption_prompts(config, workdir: str, model, per_class: int):
-  """Held-out caption prompts (eval/caption_scores.py) and their condition `y`, encoded
-  once into the run's caption cache (text/caption_batches.py)."""
+  """Caption prompts from the `eval.caption_templates` split (held-out by default;
+  eval/caption_scores.py) and their condition `y`, encoded once into the run's caption
+  cache (text/caption_batches.py)."""
   import numpy as np
   from skipdit_jax.eval import caption_scores
   from skipdit_jax.text import caption_batches as CB
-  prompts = caption_scores.heldout_prompts(config.data.name, per_class, seed=config.sample.seed)
+  split = config.get("eval", {}).get("caption_templates", "heldout")
+  prompts = caption_scores.eval_prompts(config.data.name, per_class, seed=config.sample.seed,
+                                        split=split)
   fields = CB.CaptionFields.from_config(config.data)
-  vocab = CB.vocabulary(config.data.name, "heldout")
+  vocab = CB.vocabulary(config.data.name, split)
   emb = CB.encode_vocabulary(vocab, fields.cache_root(str(paths.resolve(workdir))),
                              max_tokens=fields.max_tokens)
   index = {c: i for i, c in enumerate(vocab)}
@@ -179,6 +182,8 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
     variants["_cached"] = True
   out: dict[str, Any] = {"num_samples": int(len(asked)), "sampler": s.sampler,
                          "sample_steps": s.num_steps, "cfg_scale": s.cfg_scale}
+  if text:
+    out["caption_templates"] = config.get("eval", {}).get("caption_templates", "heldout")
   scorer = reader = None
   if config.get("eval", {}).get("class_accuracy", False):
     if video:

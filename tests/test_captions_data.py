@@ -212,6 +212,12 @@ def test_config_checks_name_the_field():
   c = captions_digits_dit.get_config()
   c.model.cond, c.data.captions.standardize = "text_tokens", True
   assert "standardize=True applies to pooled captions only" in _problems(c)
+  c = captions_digits_dit.get_config()
+  c.eval.caption_templates = "test"
+  assert "config.eval.caption_templates='test' must be one of" in _problems(c)
+  c = captions_digits_dit.get_config()
+  c.model.pooled_projection = "deep"
+  assert "model.pooled_projection='deep'" in _problems(c)
 
 
 @needs_minilm

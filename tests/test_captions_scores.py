@@ -32,18 +32,21 @@ def test_caption_accuracy_exact_fractions():
     S.caption_accuracy(clips, np.zeros(4, int))
 
 
-def test_heldout_prompts_are_heldout_and_balanced():
-  p = S.heldout_prompts("digits", 5, seed=1)
+def test_eval_prompts_are_heldout_and_balanced():
+  p = S.eval_prompts("digits", 5, seed=1)
   np.testing.assert_array_equal(np.bincount(p.classes), [5] * 10)
   train = {c for c, _ in C.all_captions("digits", "train")}
   assert not set(p.captions) & train
-  v = S.heldout_prompts("moving_digits", 10)
+  v = S.eval_prompts("moving_digits", 10)
   np.testing.assert_array_equal(np.bincount(v.classes), [10] * 10)
   counts = {d: v.directions.count(d) for d in S.CLIP_DIRECTIONS}
   assert counts == {d: 25 for d in S.CLIP_DIRECTIONS}
   train = {c for c, *_ in C.all_clip_captions("train")}
   assert not set(v.captions) & train
   assert 0 < sum(C.bounced_from_caption(c) for c in v.captions) < 100
+  t = S.eval_prompts("moving_digits", 10, split="train")  # the template-overfitting check
+  assert set(t.captions) <= train and t.directions == v.directions
+  np.testing.assert_array_equal(t.classes, v.classes)
 
 
 def test_real_images_against_own_and_mismatched_captions():

@@ -139,6 +139,21 @@ def test_workdir_of_another_model_is_refused_unless_allowed(tmp_path):
   assert "diffusion.prediction: saved 'eps' -> new 'v'" in problems(v_model, workdir=workdir)[0]
 
 
+def test_a_field_the_saved_config_predates_takes_its_default(tmp_path):
+  """A workdir saved before a model field existed resumes when the new config sets that
+  field to its default, and is refused when it sets another value."""
+  from configs import captions_digits_dit as cap
+  workdir = str(tmp_path / "run")
+  old = cap.get_config()
+  del old.model["pooled_projection"]  # as a config written before the field
+  _save_config(workdir, old)
+  check_config(cap.get_config(), num_devices=1, workdir=workdir)  # "linear" = the default
+  mlp = cap.get_config()
+  mlp.model.pooled_projection = "mlp"
+  with pytest.raises(ConfigError, match="pooled_projection: saved 'linear' -> new 'mlp'"):
+    check_config(mlp, num_devices=1, workdir=workdir)
+
+
 def test_unreadable_saved_config_is_a_clear_error(tmp_path):
   os.makedirs(tmp_path / "run")
   (tmp_path / "run" / "config.json").write_text('{"model": {"name": ')

@@ -148,6 +148,44 @@ def test_pooled_condition_equals_a_label_table():
   assert _rel(got, want) <= TOL
 
 
+def test_pooled_mlp_projection_equals_a_numpy_table():
+  """pooled_projection="mlp": one-hot captions through Linear-SiLU-Linear give the label
+  table whose rows numpy float64 computes from the same weights (null row likewise)."""
+  k, d = 5, 64
+  txt = models.create("SkipDiT-Tiny/2", depth=2, input_size=8, cond="text_pooled",
+                      caption_channels=k, pooled_projection="mlp")
+  cls = models.create("SkipDiT-Tiny/2", depth=2, input_size=8, num_classes=k)
+  p = _perturb(models.init_params(txt, jax.random.key(0)))
+  assert set(p["y_embedder"]) == {"fc1", "fc2"}
+  rng = np.random.default_rng(4)
+  w1, b1 = rng.normal(size=(k, d)), rng.normal(size=d)
+  w2, b2 = rng.normal(size=(d, d)) / 8, rng.normal(size=d)
+  f32 = lambda a: np.asarray(a, np.float32)
+  p["y_embedder"] = {"fc1": {"kernel": f32(w1), "bias": f32(b1)},
+                     "fc2": {"kernel": f32(w2), "bias": f32(b2)}}
+  null = rng.normal(size=(k,))
+  rows = np.concatenate([np.eye(k), null[None]])
+  h = rows @ w1 + b1
+  table = (h / (1 + np.exp(-h))) @ w2 + b2  # SiLU in float64
+  pc = dict(p, y_embedder={"embedding_table": f32(table)})
+  labels = np.array([2, 4, 0])
+  y = models.caption_condition(pooled=np.eye(k, dtype=np.float32)[labels], null_pooled=f32(null))
+  x = jnp.asarray(rng.normal(size=(3, 8, 8, 4)), jnp.float32)
+  t = jnp.array([3, 500, 990])
+  drop = jnp.array([True, False, False])
+  got = txt.apply({"params": p}, x, t, y, force_drop_ids=drop)
+  want = cls.apply({"params": pc}, x, t, jnp.asarray(labels), force_drop_ids=drop)
+  assert _rel(got, want) <= TOL
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(cond="text_pooled", pooled_projection="deep"), "model.pooled_projection='deep'"),
+    (dict(cond="class", pooled_projection="mlp"), "needs\\s+model.cond='text_pooled'")])
+def test_pooled_projection_errors_name_the_field(kw, match):
+  with pytest.raises(ValueError, match=match):  # at construction, before any compute
+    models.create("SkipDiT-Tiny/2", depth=2, input_size=8, **kw)
+
+
 # --- caption dropout in training ------------------------------------------------------------
 def _tiny_t2v(depth=4, **kw):
   return models.create("SkipLatteT2V-Tiny/2", depth=depth, input_size=8, num_frames=2,

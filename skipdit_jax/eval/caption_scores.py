@@ -1,7 +1,9 @@
 """Caption accuracy of text-conditioned samples, on held-out caption templates.
 
-The prompts: `heldout_prompts` draws, per class, `per_class` captions from the
-`heldout` templates (never seen in training); clips also cycle through the four diagonal
+The prompts: `eval_prompts` draws, per class, `per_class` captions from the
+`heldout` templates (never seen in training; `split="train"` draws the training templates
+instead, to tell a model that missed the content from one that does not carry it over to
+new phrasings); clips also cycle through the four diagonal
 directions moving digits take (balanced over the whole set) and alternate the bounce
 phrase. What each prompt asks is read back from its text (`captions.class_from_caption`,
 `direction_from_caption`), independently of how it was made.
@@ -39,17 +41,18 @@ class Prompts:
   directions: Optional[list[str]] = None
 
 
-def heldout_prompts(dataset: str, per_class: int, seed: int = 0) -> Prompts:
-  """`per_class` held-out captions per class (clips: directions cycled over
-  CLIP_DIRECTIONS across the whole set, bounce alternating every four)."""
+def eval_prompts(dataset: str, per_class: int, seed: int = 0,
+                 split: str = "heldout") -> Prompts:
+  """`per_class` captions per class from the `split` templates (clips: directions cycled
+  over CLIP_DIRECTIONS across the whole set, bounce alternating every four)."""
   classes = np.repeat(np.arange(10, dtype=np.int32), per_class)
   if dataset != "moving_digits":
-    caps = C.captions_for_labels(classes, dataset, split="heldout", seed=seed)
+    caps = C.captions_for_labels(classes, dataset, split=split, seed=seed)
   else:
     k = np.arange(len(classes))
     dirs = [CLIP_DIRECTIONS[i % len(CLIP_DIRECTIONS)] for i in k]
     bounced = (k // len(CLIP_DIRECTIONS)) % 2 == 1
-    caps = C.clip_captions(classes, dirs, bounced, split="heldout", seed=seed)
+    caps = C.clip_captions(classes, dirs, bounced, split=split, seed=seed)
   return read_prompts(caps, dataset)
 
 

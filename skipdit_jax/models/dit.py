@@ -38,6 +38,7 @@ class TransformerFields(nn.Module):
   attention: str = "xla"     # xla | cudnn | flash (models/attention.py)
   cond: str = "class"        # class | text_pooled | text_tokens (models/text_cond.py)
   caption_channels: int = 384  # caption embedding width (MiniLM 384; T5-XXL 4096)
+  pooled_projection: str = "linear"  # text_pooled: linear | mlp (models/text_cond.py)
 
   @property
   def out_channels(self) -> int:

@@ -3,7 +3,10 @@
 `model.cond` selects the condition (shared/docs/VIDEO.md §2, §2.3, §7):
   "class"        y (N,) int labels (LabelEmbedder; the default)
   "text_pooled"  y["pooled"] (N, C_txt) sentence vector -> Linear -> added to c, as
-                 class-to-video Latte's `extras == 78` path; c stays an (N, D) array
+                 class-to-video Latte's `extras == 78` path; c stays an (N, D) array.
+                 `pooled_projection="mlp"`: Linear-SiLU-Linear instead (the shape of
+                 SDXL's pooled-text embedding), so the condition can be nonlinear in the
+                 sentence vector
   "text_tokens"  y["tokens"] (N, L, C_txt) + y["mask"] (N, L) -> caption projection
                  (Linear-GELU(tanh)-Linear) -> cross-attention keys/values, with
                  adaLN-single for the timestep, as the official Latte-T2V
@@ -29,6 +32,7 @@ from skipdit_jax.models.layers import (Dtype, LabelEmbedder, TimestepEmbedder, d
                                        normal002, zeros)
 
 CONDS = ("class", "text_pooled", "text_tokens")
+POOLED_PROJECTIONS = ("linear", "mlp")
 KEYS = {"text_pooled": ("pooled", "null_pooled"),
         "text_tokens": ("tokens", "mask", "null_tokens", "null_mask")}
 
@@ -127,6 +131,13 @@ def validate(m: Any) -> None:
   cond = getattr(m, "cond", "class")
   if cond not in CONDS:
     raise ValueError(f"model.cond={cond!r} is not one of {list(CONDS)}")
+  proj = getattr(m, "pooled_projection", "linear")
+  if proj not in POOLED_PROJECTIONS:
+    raise ValueError(f"model.pooled_projection={proj!r} is not one of "
+                     f"{list(POOLED_PROJECTIONS)}")
+  if proj != "linear" and cond != "text_pooled":
+    raise ValueError(f"model.pooled_projection={proj!r} projects pooled captions: it needs "
+                     f"model.cond='text_pooled', got {cond!r} (leave it 'linear')")
   if cond != "class" and m.caption_channels < 1:
     raise ValueError(f"model.caption_channels={m.caption_channels} must be >= 1 (the "
                      "caption encoder's width: MiniLM 384, T5-XXL 4096)")
@@ -152,12 +163,14 @@ def select(drop: Optional[jax.Array], data: jax.Array, null: jax.Array) -> jax.A
 
 
 class PooledTextEmbedder(nn.Module):
-  """y["pooled"] (N, C_txt) -> (N, D) by one Linear; the null caption replaces dropped
-  rows. Same call as `LabelEmbedder`, so c = t_emb + this is unchanged downstream."""
+  """y["pooled"] (N, C_txt) -> (N, D) by one Linear (`projection="mlp"`: Linear `fc1`,
+  SiLU, Linear `fc2`); the null caption replaces dropped rows. Same call as
+  `LabelEmbedder`, so c = t_emb + this is unchanged downstream."""
   caption_channels: int
   hidden_size: int
   dropout_prob: float
   dtype: Dtype = jnp.float32
+  projection: str = "linear"
 
   @nn.compact
   def __call__(self, y: Mapping[str, jax.Array], train: bool = False,
@@ -165,14 +178,20 @@ class PooledTextEmbedder(nn.Module):
     check_condition(y, "text_pooled", self.caption_channels)
     drop = drop_mask(self, y["pooled"].shape[0], self.dropout_prob, train, force_drop_ids)
     pooled = select(drop, y["pooled"], y["null_pooled"]).astype(self.dtype)
-    return dense(self.hidden_size, ("caption", "embed"), dtype=self.dtype,
-                 kernel_init=normal002, name="proj")(pooled)
+    if self.projection == "linear":
+      return dense(self.hidden_size, ("caption", "embed"), dtype=self.dtype,
+                   kernel_init=normal002, name="proj")(pooled)
+    h = dense(self.hidden_size, ("caption", "embed"), dtype=self.dtype,
+              kernel_init=normal002, name="fc1")(pooled)
+    return dense(self.hidden_size, ("embed_in", "embed"), dtype=self.dtype,
+                 kernel_init=normal002, name="fc2")(nn.silu(h))
 
 
 def condition_embedder(m: Any, dt: Dtype) -> nn.Module:
   """The `y_embedder` of a "class" or "text_pooled" model."""
   if m.cond == "text_pooled":
-    return PooledTextEmbedder(m.caption_channels, m.hidden_size, m.class_dropout_prob, dt)
+    return PooledTextEmbedder(m.caption_channels, m.hidden_size, m.class_dropout_prob, dt,
+                              getattr(m, "pooled_projection", "linear"))
   if m.cond == "class":
     return LabelEmbedder(m.num_classes, m.hidden_size, m.class_dropout_prob, dt)
   raise ValueError(f"model.cond={m.cond!r} needs the cross-attention model: build it with "

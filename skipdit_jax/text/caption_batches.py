@@ -100,6 +100,11 @@ def check_config(config: Any) -> list[str]:
   if not isinstance(f.cache_dir, str):
     problems.append(f"{p}cache_dir={f.cache_dir!r} must be a path string ('' = "
                     f"<workdir>/{CACHE_SUBDIR})")
+  split = _get(_get(config, "eval"), "caption_templates", "heldout")
+  if split not in C.SPLITS:
+    problems.append(f"config.eval.caption_templates={split!r} must be one of "
+                    f"{list(C.SPLITS)} (heldout: the caption_accuracy score; train: the "
+                    "templates seen in training)")
   cond = _get(_get(config, "model"), "cond", "class")
   name = _get(data, "name")
   if f.enabled is True and cond == "class":

@@ -2,6 +2,7 @@
 and the check that a workdir's saved config trained a model of the same shape."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -14,8 +15,8 @@ from skipdit_jax.train.checkpoint import CONFIG_JSON
 # DiT fields that change the parameter tree; a checkpoint of one shape cannot seed another.
 SHAPE_FIELDS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth",
                 "num_heads", "mlp_ratio", "num_classes", "learn_sigma", "long_skip",
-                "scan_blocks", "cond", "caption_channels")
-_MODEL_OVERRIDES = ("cond", "caption_channels", "long_skip", "depth", "hidden_size", "num_heads", "patch_size",
+                "scan_blocks", "cond", "caption_channels", "pooled_projection")
+_MODEL_OVERRIDES = ("cond", "caption_channels", "pooled_projection", "long_skip", "depth", "hidden_size", "num_heads", "patch_size",
                     "mlp_ratio", "learn_sigma", "class_dropout_prob", "dtype", "scan_blocks",
                     "remat", "attention")
 
@@ -79,8 +80,10 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str | None) -> boo
     raise ConfigError([f"workdir {workdir!r}: cannot read its saved config {path} ({e}); "
                        f"use a new --workdir or remove the file"]) from e
   new = model_fields(config)
-  diff = [f"{k}: saved {old.get(k)!r} -> new {new.get(k)!r}" for k in SHAPE_FIELDS
-          if old.get(k) != new.get(k)]
+  # A field a config leaves out takes the model's default (older workdirs predate fields).
+  default = {f.name: f.default for f in dataclasses.fields(models.DiT)}
+  old, new = ({k: f.get(k, default.get(k)) for k in SHAPE_FIELDS} for f in (old, new))
+  diff = [f"{k}: saved {old[k]!r} -> new {new[k]!r}" for k in SHAPE_FIELDS if old[k] != new[k]]
   # Same shapes, another meaning: a v model read as eps (or back) samples noise.
   pred = [get_field(c, "diffusion.prediction", "eps") for c in (saved, config)]
   if pred[0] != pred[1]:
