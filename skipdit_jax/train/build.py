@@ -16,9 +16,9 @@ from skipdit_jax.train.checkpoint import CONFIG_JSON
 SHAPE_FIELDS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth",
                 "num_heads", "mlp_ratio", "num_classes", "learn_sigma", "long_skip",
                 "scan_blocks", "cond", "caption_channels", "pooled_projection")
-_MODEL_OVERRIDES = ("cond", "caption_channels", "pooled_projection", "long_skip", "depth", "hidden_size", "num_heads", "patch_size",
-                    "mlp_ratio", "learn_sigma", "class_dropout_prob", "dtype", "scan_blocks",
-                    "remat", "attention")
+_MODEL_OVERRIDES = ("cond", "caption_channels", "pooled_projection", "long_skip", "depth",
+                    "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma",
+                    "class_dropout_prob", "dtype", "scan_blocks", "remat", "attention")
 
 
 def get_field(config: Any, path: str, default: Any = None) -> Any:
