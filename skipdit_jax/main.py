@@ -91,14 +91,12 @@ def _is_text(model) -> bool:
   return getattr(model, "cond", "class") != "class"
 
 
-def _caption_prompts(config, workdir: str, model, per_class: int):
-  """Caption prompts from the `eval.caption_templates` split (held-out by default;
-  eval/caption_scores.py) and their condition `y`, encoded once into the run's caption
-  cache (text/caption_batches.py)."""
+def _caption_prompts(config, workdir: str, model, per_class: int, split: str):
+  """Caption prompts from the `split` templates (eval/caption_scores.py) and their
+  condition `y`, encoded once into the run's caption cache (text/caption_batches.py)."""
   import numpy as np
   from skipdit_jax.eval import caption_scores
   from skipdit_jax.text import caption_batches as CB
-  split = config.get("eval", {}).get("caption_templates", "heldout")
   prompts = caption_scores.eval_prompts(config.data.name, per_class, seed=config.sample.seed,
                                         split=split)
   fields = CB.CaptionFields.from_config(config.data)
@@ -173,7 +171,8 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
   video, text = _is_video(model), _is_text(model)
   prompts = direction_reader = None
   if text:  # held-out caption templates; `asked` = the classes they name
-    prompts, labels = _caption_prompts(config, workdir, model, s.num_per_class)
+    templates = config.get("eval", {}).get("caption_templates", "heldout")
+    prompts, labels = _caption_prompts(config, workdir, model, s.num_per_class, templates)
     asked = prompts.classes
   else:
     labels = asked = _class_labels(config, s.num_per_class)
@@ -183,7 +182,7 @@ def sample_and_score(config, workdir: str, model, ema_params, tag: str) -> dict[
   out: dict[str, Any] = {"num_samples": int(len(asked)), "sampler": s.sampler,
                          "sample_steps": s.num_steps, "cfg_scale": s.cfg_scale}
   if text:
-    out["caption_templates"] = config.get("eval", {}).get("caption_templates", "heldout")
+    out["caption_templates"] = templates
   scorer = reader = None
   if config.get("eval", {}).get("class_accuracy", False):
     if video:
