@@ -4,7 +4,8 @@ Lists every matmul of the S/4 train step from the model's own parameters (each 2
 kernel, or the patch embedding read as one: rows = batch x tokens for token-wise layers,
 batch for the conditioning ones; forward, input gradient and weight gradient) and the
 attention's batched products (q k^T and p v, forward and both gradients), times each shape
-alone, jitted in JAX (under the XLA_FLAGS of the process) and eager in torch on the same
+alone (as a plain row-major product of its sizes; the step's transposed operands are not
+reproduced), jitted in JAX (under the XLA_FLAGS of the process) and eager in torch on the same
 threads, and sums shape time x count. Then times the two full train steps side by side
 (bench/train_throughput.py's StepBench and TorchPeer, interleaved).
 
@@ -75,19 +76,13 @@ def time_shapes(shapes, repeats: int) -> dict:
   """(kind, shape) -> {"jax_s", "torch_s", "gflop"} for one call."""
   import torch  # noqa: PLC0415
   rng = np.random.default_rng(0)
+  f = jax.jit(jnp.matmul)
   out = {}
   for kind, shape in shapes:
-    if kind == "mm":
-      m, k, n = shape
-      a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
-      f = jax.jit(jnp.matmul)
-      gflop = 2 * m * k * n / 1e9
-    else:
-      bb, t, d, t2 = shape
-      a = rng.standard_normal((bb, t, d), np.float32)
-      b = rng.standard_normal((bb, d, t2), np.float32)
-      f = jax.jit(jnp.matmul)
-      gflop = 2 * bb * t * d * t2 / 1e9
+    lead, (m, k, n) = (shape[:-3], shape[-3:]) if kind == "bmm" else ((), shape)
+    a = rng.standard_normal((*lead, m, k), np.float32)
+    b = rng.standard_normal((*lead, k, n), np.float32)
+    gflop = 2 * int(np.prod(lead, dtype=np.int64)) * m * k * n / 1e9
     ja, jb = jnp.asarray(a), jnp.asarray(b)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     out[(kind, shape)] = {

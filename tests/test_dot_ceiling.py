@@ -46,3 +46,13 @@ def test_step_matmul_flops_match_the_hand_count(long_skip):
   counts = dot_ceiling.step_matmuls(params, batch, tokens, heads, width // heads)
   assert _flops(counts) == dense + attention
   assert sum(c for (kind, _), c in counts.items() if kind == "bmm") == 6 * depth
+
+
+def test_time_shapes_reports_each_shape_with_its_flops():
+  pytest.importorskip("torch")
+  shapes = [("mm", (6, 5, 4)), ("bmm", (3, 4, 8, 2))]
+  timed = dot_ceiling.time_shapes(shapes, repeats=2)
+  assert timed[shapes[0]]["gflop"] == pytest.approx(2 * 6 * 5 * 4 / 1e9)
+  assert timed[shapes[1]]["gflop"] == pytest.approx(2 * 3 * 4 * 8 * 2 / 1e9)
+  for s in shapes:
+    assert timed[s]["jax_s"] > 0 and timed[s]["torch_s"] > 0
