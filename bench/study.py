@@ -245,6 +245,11 @@ def train_with_curve(name, config, workdir, score, opts, loss_fn, log):
   check_config(config, workdir=workdir)
   t0 = time.perf_counter()
   summary, state = train(config, workdir, on_sample=hook)
+  if summary.get("preempted"):
+    # Never score a run cut short as if it were final: stop here, the checkpoint is saved.
+    raise SystemExit(f"{name}: training was preempted at step {summary.get('steps')} of "
+                     f"{config.train.num_steps}; its checkpoint is saved, so rerun the same "
+                     "command to resume")
   return model, diffusion, state.ema_params, points, summary, time.perf_counter() - t0
 
 
