@@ -25,7 +25,7 @@ from skipdit_jax import data, sampling
 from skipdit_jax.eval import class_accuracy, image_metrics
 from skipdit_jax.sampling.trace import fidelity_trace
 from skipdit_jax.train import (Checkpointer, abstract_state, build_diffusion, build_model,
-                               train)
+                               train_to_end)
 
 # (policy, extra plan options, label). deep_cache recomputes k=2 blocks, the cost of
 # Skip-Cache's 2k = 2 of 6, so the twins compare at one ideal speedup.
@@ -50,7 +50,7 @@ def load_or_train(config, workdir: str):
   if restored is not None and int(restored[0].step) >= config.train.num_steps:
     return model, restored[0].ema_params, int(restored[0].step), 0.0
   t0 = time.perf_counter()
-  _, state = train(config, workdir)
+  _, state = train_to_end(config, workdir, config.model.name)
   return model, state.ema_params, int(state.step), time.perf_counter() - t0
 
 

@@ -53,7 +53,7 @@ def step_matmuls(params: dict, batch: int, tokens: int, heads: int, head_dim: in
     out[("mm", (k, m, n))] += 1                      # weight gradient: x^T g
     if "x_embedder" not in names:                    # the image needs no gradient
       out[("mm", (m, n, k))] += 1                    # input gradient: g W^T
-  blocks = sum(1 for p in params if p.startswith("blocks_")) or 0
+  blocks = sum(1 for p in params if p.startswith("blocks_"))
   b = batch * heads
   # per block: S = q k^T and dP = dO v^T are (T, d) @ (d, T); O = P v and the gradients
   # dv = P^T dO, dq = dS k, dk = dS^T q are (T, T) @ (T, d).

@@ -60,7 +60,7 @@ from skipdit_jax import diffusion as D  # noqa: E402
 from skipdit_jax.config_check import check_config  # noqa: E402
 from skipdit_jax.eval import (clip_scores, feature_net, image_grid, image_metrics,  # noqa: E402
                               plots, run, sample_quality, stability, video_io, video_metrics)
-from skipdit_jax.train import build_diffusion, build_model, train  # noqa: E402
+from skipdit_jax.train import build_diffusion, build_model, train_to_end  # noqa: E402
 
 
 def load_module(path: str):
@@ -244,12 +244,7 @@ def train_with_curve(name, config, workdir, score, opts, loss_fn, log):
 
   check_config(config, workdir=workdir)
   t0 = time.perf_counter()
-  summary, state = train(config, workdir, on_sample=hook)
-  if summary.get("preempted"):
-    # Never score a run cut short as if it were final: stop here, the checkpoint is saved.
-    raise SystemExit(f"{name}: training was preempted at step {summary.get('steps')} of "
-                     f"{config.train.num_steps}; its checkpoint is saved, so rerun the same "
-                     "command to resume")
+  summary, state = train_to_end(config, workdir, name, on_sample=hook)
   return model, diffusion, state.ema_params, points, summary, time.perf_counter() - t0
 
 

@@ -112,6 +112,19 @@ class _Prefetcher:
     self._thread.join(timeout=5)
 
 
+def train_to_end(config: ml_collections.ConfigDict, workdir: str, what: str = "training",
+                 **kwargs) -> tuple[dict[str, Any], TrainState]:
+  """`train`, for callers that go on to score the final weights: a preempted run (SIGTERM;
+  its checkpoint is saved) stops the process with an error naming the step, so weights
+  cut short are never scored as final. Rerunning the same command resumes."""
+  summary, state = train(config, workdir, **kwargs)
+  if summary.get("preempted"):
+    raise SystemExit(f"{what}: training was preempted at step {summary.get('steps')} of "
+                     f"{config.train.num_steps}; its checkpoint is saved, so rerun the same "
+                     "command to resume")
+  return summary, state
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, *,
           on_sample: Optional[SampleHook] = None) -> tuple[dict[str, Any], TrainState]:
   """Trains to `config.train.num_steps`, resuming from `workdir`.
