@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -33,7 +34,8 @@ def line_plot(path: str, series: Series, *, xlabel: str, ylabel: str, title: str
                   ms=3, capsize=3, label=name)
     else:
       ax.plot(list(xs), list(ys), marker="o" if markers else None, ms=3, label=name)
-  ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+  # Long labels are wrapped, not clipped at the figure's edge.
+  ax.set(xlabel=xlabel, ylabel=textwrap.fill(ylabel, 45), title=textwrap.fill(title, 60))
   if logy:
     ax.set_yscale("log")
   if ylim is not None:
