@@ -74,6 +74,11 @@ VERDICT_RULE = ("per seed, the claim's statistic d (> 0: the paper's claim holds
                 "'inconclusive' (also with fewer than 2 seeds or a seed without d)")
 
 
+# The cache policies the claims read, per twin role; --smoke sweeps only these (the forecast,
+# Delta-DiT and FORA on Skip-DiT are figures for the tables, not inputs to a verdict).
+CLAIM_POLICIES = {"skip": ("skip_cache",), "plain": ("deep_cache", "fora")}
+
+
 def piece_name(depth: int, seed: int) -> str:
   return f"depth{depth}_seed{seed}"
 
@@ -147,15 +152,18 @@ def run_piece(sweep_mod, depth: int, seed: int, root: str, pieces_dir: str,
   sweep = sweep_mod.get_sweep(depth, seed)
   configs = study.build_configs(sweep, smoke)
   intervals = (2,) if smoke else tuple(sweep.intervals)  # smoke: one N, fewer compiles
+  roles = dict(zip(sweep.twins, ("skip", "plain")))
   twins = {}
   for tname, config in configs.items():
+    policies = [tuple(p) for p in sweep.policies[tname]
+                if not smoke or p[0] in CLAIM_POLICIES[roles[tname]]]
     workdir = os.path.join(root, name, tname)
     result = os.path.join(workdir, "eval", "twin_result.json")
     twins[tname] = study.read_json(result, None)
     if twins[tname] is None:
       r, wall_s, attempts = timed_attempts(workdir, lambda: study.run_twin(
           f"{name} {tname}", config, workdir, scoring,
-          [tuple(p) for p in sweep.policies[tname]], intervals, sweep.stability_k,
+          policies, intervals, sweep.stability_k,
           sweep.stability_interval, log))
       twins[tname] = dict(twin_record(r, wall_s), attempts=attempts)
       study.write_json(result, twins[tname])
@@ -194,7 +202,7 @@ def claim_vs_deepcache(p: dict) -> float | None:
   """Mean over N of PSNR(Skip-Cache on Skip-DiT) - PSNR(DeepCache on DiT): both run 2 of
   L blocks per cached step, so every N is one ideal speedup."""
   skip, plain = p["twin_names"]
-  a, b = _rows(p, skip, "skip_cache"), _rows(p, plain, "deep_cache")
+  a, b = _rows(p, skip, CLAIM_POLICIES["skip"][0]), _rows(p, plain, CLAIM_POLICIES["plain"][0])
   diffs = [a[n]["psnr"] - b[n]["psnr"] for n in sorted(set(a) & set(b))]
   return float(np.mean(diffs)) if diffs else None
 
@@ -204,8 +212,8 @@ def claim_vs_fora(p: dict) -> float | None:
   PSNR linearly interpolated in ideal speedup, at the Skip-Cache points inside FORA's range
   (FORA's cached step runs no block, so at one N its ideal speedup is higher)."""
   skip, plain = p["twin_names"]
-  a = _rows(p, skip, "skip_cache")
-  f = sorted((r["ideal"], r["psnr"]) for r in _rows(p, plain, "fora").values())
+  a = _rows(p, skip, CLAIM_POLICIES["skip"][0])
+  f = sorted((r["ideal"], r["psnr"]) for r in _rows(p, plain, CLAIM_POLICIES["plain"][1]).values())
   if not f:
     return None
   fx, fy = [x for x, _ in f], [y for _, y in f]

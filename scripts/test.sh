@@ -6,14 +6,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 # Two workers (pytest-xdist), whole files per worker so module fixtures stay together: most
 # of the suite is single-threaded XLA compilation, so the second core halves the wall time.
-# The bench smoke runs (bench/study.py on video and bench/accelerator.py: ~7 min of CPU between
-# them; bench/depth_study.py: 4 small pieces, over 15 min at load 9) would push CI past
-# 15 minutes; SKIPDIT_BENCH_SMOKE=1 includes them.
+# bench/depth_study.py --smoke (~2.5 min) runs here. The other two bench smoke runs
+# (bench/study.py on video and bench/accelerator.py: ~7 min of CPU between them) would push
+# CI past 15 minutes; SKIPDIT_BENCH_SMOKE=1 includes them.
 SKIP=()
 if [ "${SKIPDIT_BENCH_SMOKE:-0}" != "1" ]; then
   SKIP=(--deselect tests/test_video_study.py::test_video_study_smoke_writes_every_figure
-        --deselect tests/test_accelerator_bench.py::test_accelerator_bench_smoke_json
-        --deselect tests/test_depth_study.py::test_depth_study_smoke_writes_pieces_verdicts_and_plots)
+        --deselect tests/test_accelerator_bench.py::test_accelerator_bench_smoke_json)
 fi
 rc=0
 "$PY" -m pytest -q -n 2 --dist loadfile "${SKIP[@]}" "$@" || rc=$?

@@ -217,11 +217,14 @@ def test_depth_study_smoke_writes_pieces_verdicts_and_plots(tmp_path):
   # A rerun skips finished pieces; a piece whose JSON is gone is rebuilt from its twins'
   # results without training again.
   first = json.loads((out.parent / "pieces" / "depth4_seed0.json").read_text())
+  # --smoke sweeps only the policies a verdict reads (beside the uncached reference, "none").
+  swept = {t: {r["policy"] for r in first["twins"][t]["sweep"]} for t in ("skipdit", "dit")}
+  assert swept == {"skipdit": {"none", "skip_cache"}, "dit": {"none", "deep_cache", "fora"}}
   (out.parent / "pieces" / "depth4_seed0.json").unlink()
-  proc = subprocess.run(cmd + ["--only", "depth4_seed0,depth6_seed1"], cwd=ROOT, env=env,
+  proc = subprocess.run(cmd + ["--only", "depth4_seed0,depth4_seed1"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "depth6_seed1: finished earlier; skipped" in proc.stdout
+  assert "depth4_seed1: finished earlier; skipped" in proc.stdout
   again = json.loads((out.parent / "pieces" / "depth4_seed0.json").read_text())
   assert again["twins"] == first["twins"]
   assert "step 2:" not in proc.stdout  # no FD point re-scored: nothing trained
