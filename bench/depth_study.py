@@ -76,7 +76,8 @@ VERDICT_RULE = ("per seed, the claim's statistic d (> 0: the paper's claim holds
 
 # The cache policies the claims read, per twin role; --smoke sweeps only these (the forecast,
 # Delta-DiT and FORA on Skip-DiT are figures for the tables, not inputs to a verdict).
-CLAIM_POLICIES = {"skip": ("skip_cache",), "plain": ("deep_cache", "fora")}
+SKIP_CACHE, DEEP_CACHE, FORA = "skip_cache", "deep_cache", "fora"
+CLAIM_POLICIES = {"skip": (SKIP_CACHE,), "plain": (DEEP_CACHE, FORA)}
 
 
 def piece_name(depth: int, seed: int) -> str:
@@ -202,7 +203,7 @@ def claim_vs_deepcache(p: dict) -> float | None:
   """Mean over N of PSNR(Skip-Cache on Skip-DiT) - PSNR(DeepCache on DiT): both run 2 of
   L blocks per cached step, so every N is one ideal speedup."""
   skip, plain = p["twin_names"]
-  a, b = _rows(p, skip, CLAIM_POLICIES["skip"][0]), _rows(p, plain, CLAIM_POLICIES["plain"][0])
+  a, b = _rows(p, skip, SKIP_CACHE), _rows(p, plain, DEEP_CACHE)
   diffs = [a[n]["psnr"] - b[n]["psnr"] for n in sorted(set(a) & set(b))]
   return float(np.mean(diffs)) if diffs else None
 
@@ -212,8 +213,8 @@ def claim_vs_fora(p: dict) -> float | None:
   PSNR linearly interpolated in ideal speedup, at the Skip-Cache points inside FORA's range
   (FORA's cached step runs no block, so at one N its ideal speedup is higher)."""
   skip, plain = p["twin_names"]
-  a = _rows(p, skip, CLAIM_POLICIES["skip"][0])
-  f = sorted((r["ideal"], r["psnr"]) for r in _rows(p, plain, CLAIM_POLICIES["plain"][1]).values())
+  a = _rows(p, skip, SKIP_CACHE)
+  f = sorted((r["ideal"], r["psnr"]) for r in _rows(p, plain, FORA).values())
   if not f:
     return None
   fx, fy = [x for x, _ in f], [y for _, y in f]
