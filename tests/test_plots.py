@@ -1,19 +1,25 @@
 """Figures keep every label inside the saved image."""
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 
 from skipdit_jax.eval import plots
 
 
-def test_long_title_and_ylabel_stay_inside_the_figure(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["line", "scatter"])
+def test_long_title_and_ylabel_stay_inside_the_figure(tmp_path, monkeypatch, kind):
   figs = []
   real_close = plots.plt.close
   monkeypatch.setattr(plots.plt, "close", lambda fig: figs.append(fig))
   label = "claim statistic (cache_quality_vs_deepcache); > 0: the paper's claim holds"
-  path = plots.line_plot(str(tmp_path / "p.png"), {"a": ([8, 16, 28], [1.0, 2.0, 0.5])},
-                         xlabel="depth", ylabel=label, title=label + " vs depth (mean +- std)",
-                         errors={"a": [0.1, 0.2, 0.3]})
+  series = {"a": ([8, 16, 28], [1.0, 2.0, 0.5])}
+  labels = dict(xlabel="depth", ylabel=label, title=label + " vs depth (mean +- std)")
+  if kind == "line":
+    path = plots.line_plot(str(tmp_path / "p.png"), series, errors={"a": [0.1, 0.2, 0.3]},
+                           **labels)
+  else:
+    path = plots.scatter_plot(str(tmp_path / "p.png"), series, **labels)
   assert (tmp_path / "p.png").stat().st_size > 0 and path.endswith("p.png")
   fig = figs[0]
   renderer = fig.canvas.get_renderer()

@@ -22,6 +22,11 @@ def _save(fig, path: str) -> str:
   return path
 
 
+def _set_labels(ax, xlabel: str, ylabel: str, title: str) -> None:
+  """Axis labels and title; long ones are wrapped, not clipped at the figure's edge."""
+  ax.set(xlabel=xlabel, ylabel=textwrap.fill(ylabel, 45), title=textwrap.fill(title, 60))
+
+
 def line_plot(path: str, series: Series, *, xlabel: str, ylabel: str, title: str = "",
               logy: bool = False, markers: bool = True, ylim=None,
               errors: Mapping[str, Sequence[float]] | None = None) -> str:
@@ -34,8 +39,7 @@ def line_plot(path: str, series: Series, *, xlabel: str, ylabel: str, title: str
                   ms=3, capsize=3, label=name)
     else:
       ax.plot(list(xs), list(ys), marker="o" if markers else None, ms=3, label=name)
-  # Long labels are wrapped, not clipped at the figure's edge.
-  ax.set(xlabel=xlabel, ylabel=textwrap.fill(ylabel, 45), title=textwrap.fill(title, 60))
+  _set_labels(ax, xlabel, ylabel, title)
   if logy:
     ax.set_yscale("log")
   if ylim is not None:
@@ -80,7 +84,7 @@ def scatter_plot(path: str, points: Mapping[str, tuple[Sequence[float], Sequence
     ax.plot(list(xs), list(ys), marker="o", ms=4, label=name)
     for x, y, txt in zip(xs, ys, (annotate or {}).get(name, ())):
       ax.annotate(txt, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
-  ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+  _set_labels(ax, xlabel, ylabel, title)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
   return _save(fig, path)
